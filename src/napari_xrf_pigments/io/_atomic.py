@@ -1,0 +1,45 @@
+"""Atomic output files: written under a temporary name, renamed into place when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import OutputExistsError
+
+
+def check_output_path(path, *, force: bool = False) -> Path:
+    """Refuse an existing output unless ``force``; make sure its folder exists.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``force`` is false.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; choose another name or pass --force to replace it")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"the folder {path.parent} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path, *, force: bool = False):
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
+
+    If the block raises (including cancellation via ``GeneratorExit``), the temporary file is
+    removed and an existing ``path`` is left untouched.
+    """
+    path = check_output_path(path, force=force)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -6,7 +6,12 @@ Each supported format family is one module in this package exposing
 - ``sniff(path) -> str | None``: the format name if the file's *content* (headers only, never
   the counts) says it is one of this module's formats, else None; never raises,
 - ``read(path) -> XRFCube``: lazy where the format allows; raises
-  :class:`~napari_xrf_pigments.errors.UnreadableFileError` with a reason.
+  :class:`~napari_xrf_pigments.errors.UnreadableFileError` with a reason,
+- optionally ``explain(path) -> str | None``: why a file of this family cannot be read
+  (truncated, inconsistent, refused format); used for the error message when no module
+  claims a file.
+
+Formats and where their calibration comes from: ``docs/formats.md``.
 """
 
 from __future__ import annotations
@@ -14,14 +19,23 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import UnreadableFileError
+from ..errors import UnreadableFileError, XRFPigmentsError
 
 # Order matters only where two sniffers could both claim a file: most specific first.
-_FORMAT_MODULES = ()
+# (gse before pymca_text: PyMca would read a GSECARS file as plain columns and lose its
+# per-element calibration.)
+_FORMAT_MODULES = ("hdf5", "bruker", "ripple", "edf", "gse", "pymca_text", "mda")
+
+__all__ = ["formats", "sniff", "explain", "open_cube", "write_cube"]
 
 
 def _modules():
     return [importlib.import_module(f"{__name__}.{name}") for name in _FORMAT_MODULES]
+
+
+def formats() -> list[str]:
+    """Names of every format the readers know."""
+    return [fmt for module in _modules() for fmt in module.FORMATS]
 
 
 def sniff(path) -> str | None:
@@ -34,6 +48,22 @@ def sniff(path) -> str | None:
         if fmt:
             return fmt
     return None
+
+
+def explain(path) -> str:
+    """Why ``path`` cannot be opened, in one sentence (for files :func:`sniff` rejects)."""
+    path = Path(path)
+    if not path.exists():
+        return "no such file"
+    if not path.is_file():
+        return "not a file"
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    for module in _modules():
+        reason = getattr(module, "explain", lambda p: None)(path)
+        if reason:
+            return reason
+    return "not a supported XRF file format (see docs/formats.md)"
 
 
 def open_cube(path):
@@ -51,5 +81,19 @@ def open_cube(path):
         raise UnreadableFileError(path, "not a file")
     for module in _modules():
         if module.sniff(path):
-            return module.read(path)
-    raise UnreadableFileError(path, "not a supported XRF file format (see docs/formats.md)")
+            try:
+                return module.read(path)
+            except UnreadableFileError:
+                raise
+            except XRFPigmentsError as exc:
+                raise UnreadableFileError(path, str(exc)) from exc
+            except Exception as exc:  # noqa: BLE001 - a reader bug must still not crash a viewer
+                raise UnreadableFileError(path, f"{type(exc).__name__}: {exc}") from exc
+    raise UnreadableFileError(path, explain(path))
+
+
+def write_cube(path, cube, *, force: bool = False, **kwargs):
+    """Write ``cube`` as a NeXus HDF5 file; see :func:`napari_xrf_pigments.io.hdf5.write_cube`."""
+    from .hdf5 import write_cube as _write_cube
+
+    return _write_cube(path, cube, force=force, **kwargs)

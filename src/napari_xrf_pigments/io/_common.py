@@ -1,0 +1,203 @@
+"""Helpers shared by the format modules: safe sniffing, error wrapping, lazy arrays, units."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from ..cube import check_counts
+from ..errors import UnreadableFileError, XRFPigmentsError
+
+# Counts smaller than this are checked for NaN / negative values when the file is opened
+# (cheap); bigger cubes are checked block by block by XRFCube.iter_blocks.
+CHECK_AT_OPEN_BYTES = 64 * 2**20
+
+
+def read_head(path, n_bytes: int = 65536) -> bytes:
+    """First ``n_bytes`` of a file (b"" if it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n_bytes)
+    except OSError:
+        return b""
+
+
+def head_text(path, n_bytes: int = 65536) -> str | None:
+    """First bytes of a file as text, or None if they look binary."""
+    head = read_head(path, n_bytes)
+    if not head or b"\x00" in head:
+        return None
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        return head.decode("latin-1")
+
+
+def never_raises(sniff):
+    """Make a sniffer return None instead of raising (sniffers run on arbitrary files)."""
+
+    @functools.wraps(sniff)
+    def wrapper(path):
+        try:
+            return sniff(Path(path))
+        except Exception:  # noqa: BLE001 - a sniffer must never raise
+            return None
+
+    return wrapper
+
+
+def wrap_errors(read):
+    """Turn any exception of a reader into UnreadableFileError(path, reason).
+
+    Third-party readers (h5py, PyMca, rsciio) raise all kinds of exceptions on damaged
+    files; users get one line naming the file and the cause instead of a traceback.
+    """
+
+    @functools.wraps(read)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return read(Path(path), *args, **kwargs)
+        except UnreadableFileError:
+            raise
+        except XRFPigmentsError as exc:  # InvalidDataError, CalibrationError
+            raise UnreadableFileError(path, str(exc)) from exc
+        except MemoryError as exc:
+            raise UnreadableFileError(path, "not enough memory to read it") from exc
+        except Exception as exc:  # noqa: BLE001
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise UnreadableFileError(
+                path, f"{type(exc).__name__}{': ' + reason if reason else ''}"
+            ) from exc
+
+    return wrapper
+
+
+def check_small_counts(counts, path) -> None:
+    """Check NaN / negative counts now when the cube is small enough to read at once.
+
+    Unsigned integer counts need no check and are never read here.
+    """
+    dtype = np.dtype(counts.dtype)
+    if dtype.kind not in "fi":
+        return
+    nbytes = int(np.prod(counts.shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes > CHECK_AT_OPEN_BYTES:
+        return
+    try:
+        check_counts(np.asarray(counts))
+    except XRFPigmentsError as exc:
+        raise UnreadableFileError(path, str(exc)) from exc
+
+
+def check_dtype(dtype, path) -> np.dtype:
+    """Counts must be plain integers or floats."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "uif":
+        raise UnreadableFileError(path, f"counts have a non-numeric type ({dtype})")
+    return dtype
+
+
+class _Once:
+    """Call ``loader`` once, keep its result (thread-safe)."""
+
+    def __init__(self, loader):
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._value = None
+        self._token = uuid.uuid4().hex  # one dask key per opened file
+
+    def __dask_tokenize__(self):
+        return self._token
+
+    def __call__(self):
+        with self._lock:
+            if self._value is None:
+                self._value = np.asarray(self._loader())
+                self._loader = None
+            return self._value
+
+
+def parse_once_dask(loader, shape, dtype):
+    """Dask array whose data comes from ``loader()`` the first time it is needed.
+
+    For containers that can only be decoded whole (Bruker .bcf, EDF): opening stays cheap,
+    and block-wise reading decodes the file once instead of once per block.
+    """
+    import dask
+    import dask.array as da
+
+    once = _Once(loader)
+    return da.from_delayed(dask.delayed(once, pure=True)(), shape=tuple(shape), dtype=dtype)
+
+
+_LENGTH_TO_MM = {
+    "mm": 1.0,
+    "millimeter": 1.0,
+    "um": 1e-3,
+    "µm": 1e-3,
+    "μm": 1e-3,
+    "micron": 1e-3,
+    "microns": 1e-3,
+    "micrometer": 1e-3,
+    "nm": 1e-6,
+    "cm": 10.0,
+    "m": 1e3,
+}
+
+
+def length_factor_to_mm(units) -> float | None:
+    """Factor converting a length in ``units`` to mm, None if the unit is unknown."""
+    if units is None:
+        return None
+    if isinstance(units, bytes):
+        units = units.decode("utf-8", "replace")
+    return _LENGTH_TO_MM.get(str(units).strip().lower().replace("\u00b5", "µ"))
+
+
+def energy_factor_to_keV(units) -> float | None:
+    """Factor converting an energy in ``units`` to keV, None if unknown or missing."""
+    if units is None:
+        return None
+    if isinstance(units, bytes):
+        units = units.decode("utf-8", "replace")
+    units = str(units).strip().lower()
+    return {"kev": 1.0, "ev": 1e-3, "mev": 1e3}.get(units)
+
+
+# Plausible channel widths in keV per channel.
+GAIN_RANGE_KEV = (1e-5, 0.5)
+
+
+def plausible_calibration(zero, gain, quad=0.0, units=None) -> tuple[float, float, float] | None:
+    """(zero, gain, quad) in keV from coefficients in ``units`` (keV, eV or unknown).
+
+    Without a unit the coefficients are keV unless the gain is only plausible in eV per
+    channel (>= 0.5). Returns None for PyMca's "no calibration" (0, 1, 0), non-finite values or
+    an implausible gain.
+    """
+    try:
+        zero, gain, quad = float(zero), float(gain), float(quad or 0.0)
+    except (TypeError, ValueError):
+        return None
+    if (zero, gain, quad) == (0.0, 1.0, 0.0):
+        return None
+    factor = energy_factor_to_keV(units)
+    if factor is None:
+        factor = 1.0 if abs(gain) < GAIN_RANGE_KEV[1] else 1e-3
+    zero, gain, quad = zero * factor, gain * factor, quad * factor
+    if not (np.all(np.isfinite([zero, gain, quad])) and GAIN_RANGE_KEV[0] < gain < GAIN_RANGE_KEV[1]):
+        return None
+    return zero, gain, quad
+
+
+def as_str(value) -> str:
+    """HDF5 / header attribute as str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return as_str(value[()])
+    return str(value)

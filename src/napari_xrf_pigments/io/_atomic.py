@@ -9,6 +9,10 @@ from pathlib import Path
 
 from ..errors import OutputExistsError
 
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def check_output_path(path, *, force: bool = False) -> Path:
     """Refuse an existing output unless ``force``; make sure its folder exists.
@@ -39,6 +43,8 @@ def atomic_output(path, *, force: bool = False):
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp creates the file private (0600); give it the permissions of a normal file.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -20,6 +20,7 @@ def test_import_loads_no_gui_or_heavy_libraries():
         "import sys, json\n"
         "import napari_xrf_pigments, napari_xrf_pigments.cube, napari_xrf_pigments.io\n"
         "import napari_xrf_pigments.progress, napari_xrf_pigments.cli, napari_xrf_pigments.errors\n"
+        "import napari_xrf_pigments.lines, napari_xrf_pigments.regions\n"
         f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,205 @@
+"""Energy calibration dock widget: type zero/gain, or name two peaks."""
+
+from __future__ import annotations
+
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import CalibrationError
+from ..lines import line_energy, two_peak_calibration
+from ._layers import cube_layers, cube_of, set_cube
+
+_MANUAL, _PEAKS = 0, 1
+
+
+def _spin(minimum, maximum, decimals, value, suffix):
+    box = QDoubleSpinBox()
+    box.setRange(minimum, maximum)
+    box.setDecimals(decimals)
+    box.setValue(value)
+    box.setSuffix(suffix)
+    return box
+
+
+class CalibrationWidget(QWidget):
+    """Set the energy calibration ``E = zero + gain * channel`` of a cube layer.
+
+    Either type zero (keV) and gain (keV/channel), or give two peaks: their channels (the
+    spectrum viewer prints the channel of a clicked peak) and their lines (``"Ca Ka"``,
+    ``"Fe Ka"``, ``"Pb La"``; energies from PyMca's tables). Applying replaces
+    ``layer.metadata["xrf_cube"]`` with a recalibrated cube; the layer itself stays.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+
+        self.layer_combo = QComboBox()
+        self.layer_combo.setToolTip("Cube layer to calibrate")
+        self.current_label = QLabel()
+        self.current_label.setWordWrap(True)
+
+        self.zero_spin = _spin(-100.0, 100.0, 6, 0.0, " keV")
+        self.gain_spin = _spin(1e-7, 10.0, 7, 0.01, " keV/ch")
+        manual = QWidget()
+        form = QFormLayout(manual)
+        form.addRow("zero", self.zero_spin)
+        form.addRow("gain", self.gain_spin)
+
+        self.peak_channels, self.peak_lines, self.peak_energies = [], [], []
+        peaks = QWidget()
+        form = QFormLayout(peaks)
+        for i, example in enumerate(("Ca Ka", "Fe Ka"), start=1):
+            channel = _spin(-1e6, 1e6, 2, 0.0, "")
+            channel.setToolTip(
+                "Channel of the peak maximum (click the peak in the spectrum viewer)"
+            )
+            line = QLineEdit()
+            line.setPlaceholderText(f"line, e.g. {example}")
+            energy = QLabel()
+            line.textChanged.connect(lambda text, label=energy: self._show_line_energy(text, label))
+            form.addRow(f"peak {i} channel", channel)
+            form.addRow(f"peak {i} line", line)
+            form.addRow("", energy)
+            self.peak_channels.append(channel)
+            self.peak_lines.append(line)
+            self.peak_energies.append(energy)
+
+        self.tabs = QTabWidget()
+        self.tabs.addTab(manual, "Zero / gain")
+        self.tabs.addTab(peaks, "Two peaks")
+
+        self.apply_button = QPushButton("Apply calibration")
+        self.apply_button.clicked.connect(self.apply)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        form.addRow("cube", self.layer_combo)
+        layout.addLayout(form)
+        layout.addWidget(self.current_label)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.apply_button)
+        layout.addWidget(self.status)
+        layout.addStretch()
+
+        self.layer_combo.currentIndexChanged.connect(self._show_current)
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered, events.renamed):
+            event.connect(self.reset_choices)
+        self.reset_choices()
+
+    # ------------------------------------------------------------------ layers
+
+    def reset_choices(self, event=None):
+        """Refill the cube list from the viewer's layers (keeps the current choice)."""
+        current = self.layer_combo.currentText()
+        names = [layer.name for layer in cube_layers(self.viewer)]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        if current in names:
+            self.layer_combo.setCurrentText(current)
+        self.layer_combo.blockSignals(False)
+        self._show_current()
+
+    def layer(self):
+        """The chosen cube layer, or None."""
+        name = self.layer_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _show_current(self, *_):
+        cube = cube_of(self.layer())
+        if cube is None:
+            self.current_label.setText("Open an XRF file first (File > Open).")
+            return
+        if not cube.calibrated:
+            self.current_label.setText(
+                f"{cube.n_channels} channels, <b>not calibrated</b>: the energy slider and "
+                "spectra show channel numbers."
+            )
+            return
+        zero, gain, quad = cube.energy.as_calibration()
+        first, last = cube.energy.range_keV
+        self.current_label.setText(
+            f"Now: zero {zero:.5f} keV, gain {gain:.6f} keV/ch"
+            + (f", quad {quad:.3g}" if quad else "")
+            + f" ({first:.2f} to {last:.2f} keV)"
+        )
+        self.zero_spin.setValue(zero)
+        self.gain_spin.setValue(gain)
+
+    @staticmethod
+    def _show_line_energy(text, label):
+        if not text.strip():
+            label.setText("")
+            return
+        try:
+            label.setText(f"= {line_energy(text):.4f} keV")
+        except CalibrationError as exc:
+            label.setText(str(exc))
+
+    # ------------------------------------------------------------------ applying
+
+    def calibration(self) -> tuple[float, float]:
+        """(zero keV, gain keV/ch) from the current tab.
+
+        Raises
+        ------
+        CalibrationError
+            If a line name is unknown or the peaks give no valid calibration.
+        """
+        if self.tabs.currentIndex() == _MANUAL:
+            return self.zero_spin.value(), self.gain_spin.value()
+        points = []
+        for channel, line in zip(self.peak_channels, self.peak_lines):
+            if not line.text().strip():
+                raise CalibrationError("name the line of each peak, e.g. 'Ca Ka' and 'Fe Ka'")
+            points += [channel.value(), line_energy(line.text())]
+        return two_peak_calibration(*points)
+
+    def apply(self) -> bool:
+        """Recalibrate the chosen cube layer; returns True on success.
+
+        Errors are shown in the widget (a wrong line name must not raise into Qt).
+        """
+        layer = self.layer()
+        cube = cube_of(layer)
+        if cube is None:
+            self._set_status("Choose a cube layer first.", error=True)
+            return False
+        try:
+            zero, gain = self.calibration()
+            new = cube.with_calibration(zero, gain)
+        except CalibrationError as exc:
+            self._set_status(str(exc), error=True)
+            return False
+        set_cube(layer, new)
+        first, last = new.energy.range_keV
+        message = (
+            f"{layer.name}: calibrated, zero {zero:.5f} keV, gain {gain:.6f} keV/ch "
+            f"({first:.2f} to {last:.2f} keV)"
+        )
+        self._set_status(message)
+        self._show_current()
+        show_info(message)
+        return True
+
+    def _set_status(self, text, error=False):
+        self.status.setStyleSheet("color: #e06c5a;" if error else "")
+        self.status.setText(text)

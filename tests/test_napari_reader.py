@@ -1,0 +1,230 @@
+"""The npe2 reader: sniffing, the layers it adds, and the files it must decline."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_xrf_pigments._napari import _reader
+from napari_xrf_pigments._napari._reader import get_reader, read_xrf
+from napari_xrf_pigments.cube import XRFCube
+
+PLUGIN = "napari-xrf-pigments"
+GAIN = 0.02  # keV/ch
+N_CH = 800
+
+
+def synthetic_counts(rows=12, cols=16):
+    """Ca K peaks on the left half, Fe K peaks on the right half, flat background."""
+    energy = GAIN * np.arange(N_CH)
+
+    def peak(kev, height):
+        return height * np.exp(-0.5 * ((energy - kev) / 0.07) ** 2)
+
+    ca, fe = peak(3.69, 200) + peak(4.01, 30), peak(6.40, 300) + peak(7.06, 45)
+    counts = np.empty((rows, cols, N_CH))
+    for r in range(rows):
+        for c in range(cols):
+            counts[r, c] = 2 + (1 + r / rows) * (ca if c < cols // 2 else fe)
+    return np.rint(counts).astype(np.uint16)
+
+
+def write_nexus(path, *, calibrated=True, pixel_size=(0.5, 0.5)):
+    from napari_xrf_pigments.io import write_cube
+
+    counts = synthetic_counts()
+    cube = XRFCube.from_array(
+        counts, gain=GAIN if calibrated else None, zero=0.0, pixel_size=pixel_size
+    )
+    write_cube(path, cube)
+    return counts
+
+
+@pytest.fixture
+def warnings_shown(monkeypatch):
+    shown = []
+    monkeypatch.setattr(_reader, "show_warning", shown.append)
+    return shown
+
+
+# ---------------------------------------------------------------------- no viewer
+
+
+def test_get_reader_accepts_a_path_or_a_list_of_one(tmp_path):
+    path = tmp_path / "scan.h5"
+    write_nexus(path)
+    assert get_reader(str(path)) is read_xrf
+    assert get_reader(path) is read_xrf
+    assert get_reader([str(path)]) is read_xrf
+    assert get_reader([str(path), str(path)]) is None
+    assert get_reader(42) is None
+
+
+def test_get_reader_declines_what_is_not_xrf(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("this is a text file renamed .h5\n")
+    good = tmp_path / "good.h5"
+    write_nexus(good)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(good.read_bytes()[:1500])
+    png = tmp_path / "picture.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    no_cube = tmp_path / "table.h5"
+    with h5py.File(no_cube, "w") as h5:
+        h5["table"] = np.arange(10.0)
+    for path in (text, truncated, png, no_cube, tmp_path / "missing.h5", tmp_path):
+        assert get_reader(str(path)) is None, path.name
+
+
+def test_get_reader_survives_a_raising_sniffer(tmp_path, monkeypatch):
+    def broken(path):
+        raise RuntimeError("bug in a sniffer")
+
+    monkeypatch.setattr(_reader, "sniff", broken)
+    assert get_reader(str(tmp_path / "x.h5")) is None
+
+
+def test_layer_data_tuples(tmp_path, warnings_shown):
+    counts = write_nexus(tmp_path / "scan.h5")
+    (cube_data, cube_meta, cube_type), (total, total_meta, total_type) = read_xrf(
+        str(tmp_path / "scan.h5")
+    )
+    assert (cube_type, total_type) == ("image", "image")
+    assert cube_data.shape == (N_CH, 12, 16)  # energy first: napari's slider
+    cube = cube_meta["metadata"]["xrf_cube"]
+    assert isinstance(cube, XRFCube) and cube.calibrated
+    assert cube_meta["scale"] == (1.0, 0.5, 0.5) and total_meta["scale"] == (0.5, 0.5)
+    np.testing.assert_allclose(total, counts.sum(axis=2))
+    assert cube_meta["name"] == "scan" and total_meta["name"] == "scan total counts"
+    assert warnings_shown == []
+
+
+def test_big_cube_gets_a_lazy_total(tmp_path, monkeypatch):
+    counts = write_nexus(tmp_path / "scan.h5")
+    monkeypatch.setattr(_reader, "EAGER_TOTAL_BYTES", 0)
+    _, (total, meta, _) = read_xrf(str(tmp_path / "scan.h5"))
+    assert type(total).__module__.startswith("dask")
+    low, high = meta["contrast_limits"]
+    assert low < high
+    np.testing.assert_allclose(total.compute(), counts.sum(axis=2))
+
+
+# ---------------------------------------------------------------------- in napari
+
+
+@pytest.mark.gui
+def test_open_adds_one_cube_layer_with_energy_slider(make_napari_viewer, tmp_path, warnings_shown):
+    counts = write_nexus(tmp_path / "scan.h5")
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "scan.h5"), plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == ["scan", "scan total counts"]
+    assert len(layers) == 2
+    cube_layer, total_layer = viewer.layers
+    # One image layer for the whole cube (no channel_axis split): energy is a slider.
+    assert cube_layer.ndim == 3 and not cube_layer.rgb
+    assert cube_layer.data.shape == (N_CH, 12, 16)
+    assert viewer.dims.ndim == 3 and viewer.dims.displayed == (1, 2)
+    assert viewer.dims.nsteps[0] == N_CH
+    assert isinstance(cube_layer.metadata["xrf_cube"], XRFCube)
+    assert total_layer.ndim == 2
+    np.testing.assert_allclose(total_layer.data, counts.sum(axis=2))
+    # Moving the slider shows that channel's image.
+    viewer.dims.set_current_step(0, 320)  # 6.40 keV: Fe Ka
+    np.testing.assert_array_equal(
+        np.asarray(cube_layer._slice.image.raw), counts[:, :, 320]
+    )
+    assert warnings_shown == []
+
+
+@pytest.mark.gui
+def test_uncalibrated_cube_opens_with_a_warning(make_napari_viewer, tmp_path, warnings_shown):
+    write_nexus(tmp_path / "raw.h5", calibrated=False)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "raw.h5"), plugin=PLUGIN)
+    cube = viewer.layers["raw"].metadata["xrf_cube"]
+    assert not cube.calibrated
+    assert len(warnings_shown) == 1
+    assert "calibration is missing" in warnings_shown[0]
+    assert "Energy calibration" in warnings_shown[0]
+
+
+@pytest.mark.gui
+def test_open_unreadable_file_is_declined(make_napari_viewer, tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("not hdf5")
+    viewer = make_napari_viewer()
+    with pytest.raises(ValueError):
+        viewer.open(str(path), plugin=PLUGIN)
+    assert len(viewer.layers) == 0
+
+
+# ---------------------------------------------------------------------- real files
+
+REAL_CUBES = [
+    # (file, (rows, columns, channels), calibrated)
+    ("derived/2ide_axo_std.h5", (11, 11, 2000), True),
+    ("derived/axo_std_det0_m6style.rpl", (11, 11, 2000), False),
+    ("rosettasciio_bruker/30x30_instructively_packed_16bit_compressed.bcf", (30, 30, 2048), True),
+    ("rosettasciio_bruker/bruker_m6_jetstream_file_example.spx", (1, 1, 4096), True),
+    ("pymca5/Steel.spe", (1, 1, 2048), False),
+]
+
+
+@pytest.mark.gui
+@pytest.mark.realdata
+@pytest.mark.parametrize(("name", "shape", "calibrated"), REAL_CUBES)
+def test_open_real_files(make_napari_viewer, real_data, warnings_shown, name, shape, calibrated):
+    from napari_xrf_pigments._napari._spectrum import SpectrumViewer
+
+    viewer = make_napari_viewer()
+    viewer.open(str(real_data / name), plugin=PLUGIN)
+    assert len(viewer.layers) == 2
+    cube_layer, total_layer = viewer.layers
+    rows, cols, channels = shape
+    assert cube_layer.data.shape == (channels, rows, cols)
+    assert total_layer.data.shape == (rows, cols)
+    cube = cube_layer.metadata["xrf_cube"]
+    assert cube.shape == shape and cube.calibrated is calibrated
+    assert len(warnings_shown) == (0 if calibrated else 1)
+    spectra = SpectrumViewer(viewer)
+    assert spectra.show_spectrum_at(cube_layer.data_to_world((0, rows // 2, cols // 2)))
+    np.testing.assert_array_equal(
+        spectra.cursor_line.get_ydata(), np.asarray(cube.counts[rows // 2, cols // 2])
+    )
+    spectra.close()
+    spectra.deleteLater()
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "name",
+    [
+        "xrfmaps_aps_2ide/2xfm_0011_2xfm3__0.h5",  # raw fly-scan: no calibration, no map size
+        "xrfmaps_aps_2ide/axo_std.mda",
+        "xrfmaps_aps_2ide/maps_standardinfo.txt",
+        "pymca5/Steel.cfg",
+    ],
+)
+def test_get_reader_declines_real_non_cubes(real_data, name):
+    assert get_reader(str(real_data / name)) is None
+
+
+@pytest.mark.gui
+def test_nan_counts_give_a_clear_error_and_no_layer(make_napari_viewer, tmp_path):
+    counts = synthetic_counts().astype(np.float32)
+    counts[3, 4, 100] = np.nan
+    path = tmp_path / "nan.h5"
+    with h5py.File(path, "w") as h5:
+        entry = h5.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        data = entry.create_group("data")
+        data.attrs.update({"NX_class": "NXdata", "signal": "counts", "axes": ["y", "x", "energy"]})
+        data["counts"] = counts
+        data["energy"] = GAIN * np.arange(N_CH)
+        data["energy"].attrs["units"] = "keV"
+    assert get_reader(str(path)) is read_xrf  # the header is fine; the values are not
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match="NaN"):
+        viewer.open(str(path), plugin=PLUGIN)
+    assert len(viewer.layers) == 0

@@ -1,0 +1,642 @@
+"""Instrument model: X-ray source, geometry, air paths, detector and its read-out.
+
+Units: keV, kV, mA, um (thin layers), cm (air paths), mm/mm2 (detector distance/area), s,
+degrees. Angles are measured from the sample surface, as in PyMca (90 = normal).
+
+The default :class:`Instrument` resembles the XGLab ELIO used in the paper (Rh tube at 40 kV and
+40 uA, 1 mm collimator, 50 mm2 SDD, 10 s per point); the assumptions are listed in
+``docs/physics.md``. Instruments are frozen dataclasses: change one with
+``dataclasses.replace`` or :meth:`Instrument.replace`, save it with :meth:`Instrument.save`.
+
+Importing this module does not import PyMca; :meth:`Instrument.excitation` and
+:meth:`Instrument.from_pymca_cfg` do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cube import EnergyAxis
+from ..errors import InvalidDataError, UnreadableFileError
+from ..pigments._elements import ATOMIC_WEIGHT, parse_formula
+
+FORMAT = "napari-xrf-pigments instrument"
+
+# Dry air near sea level (PyMca's "Air" material): compound, mass fraction.
+AIR_COMPOUNDS = (("C1", 0.000124), ("N1", 0.75527), ("O1", 0.23178), ("Ar1", 0.012827),
+                 ("Kr1", 3.2e-06))
+AIR_DENSITY = 0.0012048
+
+
+def _normalise_formula(material: str) -> str:
+    """'Be' -> 'Be1' (PyMca accepts bare element symbols); formulas are checked."""
+    if material in ATOMIC_WEIGHT:
+        return material + "1"
+    parse_formula(material)
+    return material
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A uniform slab in a beam path (tube filter, air, window, dead layer...).
+
+    Parameters
+    ----------
+    material : str
+        PyMca-style formula with counts (``"Be1"``), ``"air"``, or a name when ``compounds``
+        is given.
+    density : float
+        g/cm3.
+    thickness_um : float
+        Micrometres.
+    compounds : tuple of (formula, mass fraction), optional
+        Composition of a named mixture (PyMca CompoundList / CompoundFraction).
+    """
+
+    material: str
+    density: float
+    thickness_um: float
+    compounds: tuple[tuple[str, float], ...] | None = None
+
+    def __post_init__(self):
+        if self.compounds is not None:
+            comps = tuple((_normalise_formula(str(f)), float(w)) for f, w in self.compounds)
+            object.__setattr__(self, "compounds", comps)
+        elif self.material.lower() != "air":
+            object.__setattr__(self, "material", _normalise_formula(self.material))
+        if not (self.density > 0 and self.thickness_um >= 0):
+            raise InvalidDataError(
+                f"filter {self.material}: density must be > 0 and thickness >= 0")
+
+    def compound_list(self) -> tuple[list[str], list[float]]:
+        """(formulas, mass fractions) as PyMca takes them."""
+        if self.compounds is not None:
+            comps = self.compounds
+        elif self.material.lower() == "air":
+            comps = AIR_COMPOUNDS
+        else:
+            comps = ((self.material, 1.0),)
+        return [c for c, _ in comps], [w for _, w in comps]
+
+    @property
+    def mass_thickness_g_cm2(self) -> float:
+        return self.density * self.thickness_um * 1e-4
+
+
+@dataclass(frozen=True)
+class Tube:
+    """X-ray tube, spectrum from PyMca's Ebel model (``XRayTubeEbel.generateLists``).
+
+    Parameters
+    ----------
+    anode : str
+        Element symbol of the target.
+    voltage_kV, current_mA : float
+    window, window_density, window_thickness_um : str, float, float
+        Exit window (formula, g/cm3, um).
+    electron_angle_deg, takeoff_angle_deg : float
+        Electron incidence and X-ray take-off angles on the anode (Ebel's alpha_e, alpha_x).
+    transmission : bool
+        Transmission target (then ``anode_thickness_um`` matters).
+    anode_thickness_um : float
+    filters : tuple of Filter
+        Filters at the tube exit.
+    beam_solid_angle_sr : float
+        Solid angle of the beam accepted by the collimator; with the current it turns Ebel's
+        photons/(s sr mA) into photons/s on the sample.
+    """
+
+    anode: str = "Rh"
+    voltage_kV: float = 40.0
+    current_mA: float = 0.04
+    window: str = "Be1"
+    window_density: float = 1.848
+    window_thickness_um: float = 125.0
+    electron_angle_deg: float = 75.0
+    takeoff_angle_deg: float = 15.0
+    transmission: bool = False
+    anode_thickness_um: float = 1000.0
+    filters: tuple[Filter, ...] = ()
+    beam_solid_angle_sr: float = 5.0e-4
+
+    def __post_init__(self):
+        if self.anode not in ATOMIC_WEIGHT:
+            raise InvalidDataError(f"tube anode {self.anode!r} is not an element symbol")
+        object.__setattr__(self, "window", _normalise_formula(self.window))
+        object.__setattr__(self, "filters", tuple(_as_filter(f) for f in self.filters))
+        if any(f.compounds is not None or f.material == "air" for f in self.filters):
+            raise InvalidDataError("tube filters must be given by a formula (e.g. 'Al1')")
+        if not (5.0 <= self.voltage_kV <= 100.0):
+            raise InvalidDataError(f"tube voltage {self.voltage_kV} kV is outside 5-100 kV")
+        if not (self.current_mA > 0 and self.beam_solid_angle_sr > 0):
+            raise InvalidDataError("tube current and beam solid angle must be > 0")
+
+
+@dataclass(frozen=True)
+class Beam:
+    """An explicit excitation spectrum (e.g. imported from a PyMca .cfg or a monochromator).
+
+    Parameters
+    ----------
+    energies_keV : tuple of float
+    weights : tuple of float
+        Relative photons per energy (normalised internally).
+    flux_photons_s : float
+        Photons/s on the sample, all energies together.
+    """
+
+    energies_keV: tuple[float, ...]
+    weights: tuple[float, ...]
+    flux_photons_s: float = 1.0e9
+
+    def __post_init__(self):
+        e = tuple(float(x) for x in np.atleast_1d(self.energies_keV))
+        w = tuple(float(x) for x in np.atleast_1d(self.weights))
+        if len(e) != len(w) or not e:
+            raise InvalidDataError("beam energies and weights must have the same, non-zero length")
+        if min(e) <= 0.1 or min(w) < 0 or sum(w) <= 0:
+            raise InvalidDataError(
+                "beam energies must be > 0.1 keV and weights >= 0 with a positive sum")
+        object.__setattr__(self, "energies_keV", e)
+        object.__setattr__(self, "weights", w)
+
+
+@dataclass(frozen=True)
+class Detector:
+    """Energy-dispersive detector: crystal, window, size and distance.
+
+    Parameters
+    ----------
+    material, density, thickness_um : str, float, float
+        Crystal (efficiency ``1 - exp(-mu rho t)``, as PyMca). ``material`` is a formula
+        (``"Si1"``); it also gives the escape peaks.
+    window, window_density, window_thickness_um : str, float, float
+    area_mm2, distance_mm : float
+        Active area and sample distance; solid angle
+        ``Omega/4pi = (1 - d/sqrt(d^2 + A/pi))/2`` (PyMca's formula).
+    """
+
+    material: str = "Si1"
+    density: float = 2.33
+    thickness_um: float = 450.0
+    window: str = "Be1"
+    window_density: float = 1.848
+    window_thickness_um: float = 12.5
+    area_mm2: float = 50.0
+    distance_mm: float = 20.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "material", _normalise_formula(self.material))
+        object.__setattr__(self, "window", _normalise_formula(self.window))
+        if not (self.area_mm2 > 0 and self.distance_mm > 0 and self.thickness_um > 0):
+            raise InvalidDataError("detector area, distance and thickness must be > 0")
+
+    @property
+    def solid_angle_fraction(self) -> float:
+        """Omega / (4 pi) of the detector seen from the sample."""
+        d = self.distance_mm
+        return 0.5 * (1.0 - d / math.sqrt(d * d + self.area_mm2 / math.pi))
+
+
+@dataclass(frozen=True)
+class Readout:
+    """What turns photons into channels: calibration, resolution, peak shape, escape.
+
+    Only this part changes the detector response matrix; a simulator caches one response per
+    distinct Readout, so randomised instruments should draw from a finite pool of readouts.
+
+    Parameters
+    ----------
+    zero_keV, gain_keV : float
+        Calibration ``E = zero + gain * channel``.
+    n_channels : int
+    noise_keV : float
+        Electronic noise, FWHM in keV.
+    fano : float
+        Fano factor; ``FWHM^2 = noise^2 + 0.00385 * E * fano * 2.3548^2`` (PyMca).
+    escape : bool
+        Detector escape peaks.
+    short_tail, long_tail, step : bool
+        Hypermet terms (PyMca). The ratios below are PyMca's defaults.
+    st_area_ratio, st_slope_ratio, lt_area_ratio, lt_slope_ratio, step_height_ratio : float
+    """
+
+    zero_keV: float = 0.0
+    gain_keV: float = 0.01
+    n_channels: int = 4096
+    noise_keV: float = 0.065
+    fano: float = 0.114
+    escape: bool = True
+    short_tail: bool = True
+    long_tail: bool = True
+    step: bool = True
+    st_area_ratio: float = 0.05
+    st_slope_ratio: float = 0.5
+    lt_area_ratio: float = 0.02
+    lt_slope_ratio: float = 10.0
+    step_height_ratio: float = 1.0e-4
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_channels", int(self.n_channels))
+        if self.n_channels < 2 or not self.gain_keV > 0:
+            raise InvalidDataError("a readout needs >= 2 channels and a positive gain")
+        if not (self.noise_keV >= 0 and self.fano >= 0) or self.noise_keV == self.fano == 0:
+            raise InvalidDataError("noise and Fano must be >= 0 and not both 0")
+
+    @property
+    def hypermet_flag(self) -> int:
+        """PyMca's hypermet bit mask: 1 gauss, 2 short tail, 4 long tail, 8 step."""
+        return 1 + 2 * self.short_tail + 4 * self.long_tail + 8 * self.step
+
+    def energy_axis(self) -> EnergyAxis:
+        """The channel energies as an :class:`~napari_xrf_pigments.cube.EnergyAxis`."""
+        return EnergyAxis.from_calibration(self.n_channels, self.zero_keV, self.gain_keV)
+
+    def energies(self) -> np.ndarray:
+        """Channel energies in keV, shape (n_channels,)."""
+        return self.zero_keV + self.gain_keV * np.arange(self.n_channels, dtype=np.float64)
+
+    def fwhm_keV(self, energy_keV):
+        """Peak FWHM in keV at the given energy (PyMca's formula)."""
+        e = np.asarray(energy_keV, dtype=np.float64)
+        return np.sqrt(self.noise_keV ** 2 + 0.00385 * e * self.fano * 2.3548 ** 2)
+
+
+def _as_filter(f) -> Filter:
+    if isinstance(f, Filter):
+        return f
+    if isinstance(f, Mapping):
+        d = dict(f)
+        if d.get("compounds") is not None:
+            d["compounds"] = tuple(tuple(c) for c in d["compounds"])
+        return Filter(**d)
+    return Filter(*f)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A macro-XRF scanner.
+
+    Parameters
+    ----------
+    name : str
+    tube : Tube or None
+        X-ray tube (Ebel spectrum). Exactly one of ``tube`` and ``beam``.
+    beam : Beam or None
+        Explicit excitation spectrum instead of a tube.
+    flux_photons_s : float or None
+        Overrides the photons/s on the sample computed from the tube.
+    live_time_s : float
+        Counting (live) time per spectrum; the paper used 10 s.
+    incidence_deg, takeoff_deg : float
+        Beam incidence and detector take-off angles from the sample surface.
+    scattering_angle_deg : float or None
+        Default ``incidence + takeoff`` (PyMca's convention).
+    air_in_cm, air_out_cm : float
+        Air between tube and sample, and between sample and detector.
+    beam_filters, attenuators : tuple of Filter
+        Extra slabs on the incident path, and on the path to the detector (e.g. a dead layer).
+    detector : Detector
+    readout : Readout
+    """
+
+    name: str = "ELIO-like (Rh, 40 kV, 40 uA)"
+    tube: Tube | None = field(default_factory=Tube)
+    beam: Beam | None = None
+    flux_photons_s: float | None = None
+    live_time_s: float = 10.0
+    incidence_deg: float = 90.0
+    takeoff_deg: float = 45.0
+    scattering_angle_deg: float | None = None
+    air_in_cm: float = 1.0
+    air_out_cm: float = 1.0
+    beam_filters: tuple[Filter, ...] = ()
+    attenuators: tuple[Filter, ...] = ()
+    detector: Detector = field(default_factory=Detector)
+    readout: Readout = field(default_factory=Readout)
+
+    def __post_init__(self):
+        if (self.tube is None) == (self.beam is None):
+            raise InvalidDataError("an instrument needs exactly one of a tube and a beam")
+        if not (0 < self.incidence_deg <= 90 and 0 < self.takeoff_deg <= 90):
+            raise InvalidDataError("incidence and take-off angles must be in (0, 90] degrees")
+        if not self.live_time_s > 0:
+            raise InvalidDataError(f"live time must be > 0 s, got {self.live_time_s}")
+        if self.flux_photons_s is not None and not self.flux_photons_s > 0:
+            raise InvalidDataError("flux must be > 0 photons/s")
+        if self.air_in_cm < 0 or self.air_out_cm < 0:
+            raise InvalidDataError("air paths must be >= 0 cm")
+        object.__setattr__(self, "beam_filters", tuple(_as_filter(f) for f in self.beam_filters))
+        object.__setattr__(self, "attenuators", tuple(_as_filter(f) for f in self.attenuators))
+
+    # -- derived quantities -------------------------------------------------------------
+    @property
+    def scattering_angle(self) -> float:
+        """Scattering angle in degrees."""
+        if self.scattering_angle_deg is not None:
+            return float(self.scattering_angle_deg)
+        return float(self.incidence_deg + self.takeoff_deg)
+
+    def incident_filters(self) -> tuple[Filter, ...]:
+        """Slabs on the incident path (air first)."""
+        air = (Filter("air", AIR_DENSITY, self.air_in_cm * 1e4),) if self.air_in_cm > 0 else ()
+        return air + self.beam_filters
+
+    def detector_path_filters(self) -> tuple[Filter, ...]:
+        """Slabs between sample and detector crystal (air, window, extra attenuators)."""
+        d = self.detector
+        out = []
+        if self.air_out_cm > 0:
+            out.append(Filter("air", AIR_DENSITY, self.air_out_cm * 1e4))
+        if d.window_thickness_um > 0:
+            out.append(Filter(d.window, d.window_density, d.window_thickness_um))
+        return tuple(out) + self.attenuators
+
+    def excitation(self) -> Excitation:
+        """The incident spectrum on the sample (before the incident-path filters)."""
+        if self.beam is not None:
+            e = np.array(self.beam.energies_keV)
+            w = np.array(self.beam.weights)
+            flux = self.beam.flux_photons_s
+            lines = np.zeros(e.size, dtype=bool)
+        else:
+            e, w, lines, flux = _tube_spectrum(self.tube)
+            e, lines = e.copy(), lines.copy()  # the cache's arrays stay untouched
+        if self.flux_photons_s is not None:
+            flux = float(self.flux_photons_s)
+        return Excitation(e, w / w.sum(), lines, float(flux))
+
+    def replace(self, **changes) -> Instrument:
+        """A copy with some fields changed (``readout=..., live_time_s=...``)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- files -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d = {"format": FORMAT, "version": 1, **d}
+        return json.loads(json.dumps(d))  # tuples -> lists
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Instrument:
+        """Instrument from a dict like :meth:`to_dict` (missing keys keep their defaults)."""
+        d = dict(d)
+        fmt = d.pop("format", FORMAT)
+        d.pop("version", None)
+        if fmt != FORMAT:
+            raise InvalidDataError(f"not an instrument description (format {fmt!r})")
+        try:
+            kw = _check_keys(cls, d, "instrument")
+            for key, sub in (("tube", Tube), ("beam", Beam), ("detector", Detector),
+                             ("readout", Readout)):
+                if key in kw and kw[key] is not None:
+                    kw[key] = sub(**_check_keys(sub, kw[key], key))
+            if kw.get("beam") is not None and "tube" not in kw:
+                kw["tube"] = None
+            return cls(**kw)
+        except TypeError as exc:
+            raise InvalidDataError(f"invalid instrument description: {exc}") from None
+
+    def save(self, path) -> None:
+        """Write the instrument as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path) -> Instrument:
+        """Read an instrument file written by :meth:`save` (JSON; ``.toml`` also accepted),
+        or import a PyMca fit configuration (``.cfg``)."""
+        path = Path(path)
+        if path.suffix.lower() == ".cfg":
+            return cls.from_pymca_cfg(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UnreadableFileError(path, str(exc)) from None
+        try:
+            if path.suffix.lower() == ".toml":
+                try:
+                    import tomllib
+                except ModuleNotFoundError:  # Python 3.10
+                    import tomli as tomllib
+                data = tomllib.loads(text)
+            else:
+                data = json.loads(text)
+        except ValueError as exc:
+            raise UnreadableFileError(path, f"not valid JSON/TOML: {exc}") from None
+        try:
+            return cls.from_dict(data)
+        except InvalidDataError as exc:
+            raise UnreadableFileError(path, str(exc)) from None
+
+    @classmethod
+    def from_pymca_cfg(cls, path, **overrides) -> Instrument:
+        """Import what a PyMca fit configuration (.cfg) says about the instrument.
+
+        Taken over where present: the excitation (``[fit] energy/energyweight/energyflag``,
+        else the ``[tube]`` section), flux and time, detector area and distance
+        (``[concentrations]``), matrix angles, air/atmosphere, detector window and crystal,
+        beam filters and other attenuators (``[attenuators]``, "funny" fractions ignored),
+        calibration, noise and Fano (``[detector]``), peak shape (``[peakshape]``, ``[fit]
+        hypermetflag/escapeflag``). The sample description is ignored, and so is the channel
+        count (a .cfg holds only the fit range): the default 4096 stays. ``overrides`` replace
+        fields of the result.
+        """
+        from PyMca5.PyMcaIO import ConfigDict
+
+        path = Path(path)
+        if not path.is_file():
+            raise UnreadableFileError(path, "no such file")
+        cfg = ConfigDict.ConfigDict()
+        try:
+            cfg.read(str(path))
+        except Exception as exc:  # ConfigParser errors of several kinds
+            raise UnreadableFileError(path, f"not a PyMca configuration: {exc}") from None
+        try:
+            kw = _instrument_kwargs_from_cfg(cfg)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise UnreadableFileError(
+                path, f"unexpected PyMca configuration content: {exc}") from None
+        kw["name"] = f"imported from {path.name}"
+        kw.update(overrides)
+        return cls(**kw)
+
+
+def _check_keys(klass, d: Mapping, what: str) -> dict:
+    names = {f.name for f in dataclasses.fields(klass)}
+    unknown = set(d) - names
+    if unknown:
+        raise InvalidDataError(f"unknown {what} keys {sorted(unknown)} (known: {sorted(names)})")
+    return dict(d)
+
+
+@dataclass(frozen=True)
+class Excitation:
+    """Incident spectrum as the physics uses it.
+
+    Attributes
+    ----------
+    energies : ndarray, shape (n_E,)
+        keV.
+    weights : ndarray, shape (n_E,)
+        Fraction of the photons at each energy, sum 1.
+    is_line : ndarray of bool, shape (n_E,)
+        Tube characteristic lines (the rest is continuum).
+    flux : float
+        Photons/s on the sample, all energies.
+    """
+
+    energies: np.ndarray
+    weights: np.ndarray
+    is_line: np.ndarray
+    flux: float
+
+
+@functools.lru_cache(maxsize=16)
+def _tube_spectrum(tube: Tube):
+    from PyMca5.PyMcaPhysics.xrf import Elements, XRayTubeEbel
+
+    density = Elements.Element[tube.anode]["density"]
+    target = [tube.anode, density, tube.anode_thickness_um * 1e-4]
+    window = [tube.window, tube.window_density, tube.window_thickness_um * 1e-4]
+    filters = [[f.material, f.density, f.thickness_um * 1e-4] for f in tube.filters]
+    energies, weights, flags = XRayTubeEbel.generateLists(
+        target, float(tube.voltage_kV), window=window, alphae=tube.electron_angle_deg,
+        alphax=tube.takeoff_angle_deg, transmission=bool(tube.transmission),
+        targetthickness=tube.anode_thickness_um * 1e-4 if tube.transmission else None,
+        filterlist=filters or None)
+    energies = np.asarray(energies, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    keep = weights > 0
+    # generateLists returns photons/(s sr mA) / 1e7 per energy bin.
+    flux = float(weights.sum()) * 1e7 * tube.current_mA * tube.beam_solid_angle_sr
+    return energies[keep], weights[keep], np.asarray(flags, dtype=bool)[keep], flux
+
+
+def _cfg_filter(entry, materials) -> Filter | None:
+    """[use, material, density, thickness_cm, (funny)] -> Filter, or None when unused."""
+    if not entry or not int(entry[0]) or entry[1] in ("-", "", None):
+        return None
+    material, density, thickness_cm = str(entry[1]), float(entry[2]), float(entry[3])
+    if thickness_cm <= 0 or density <= 0:
+        return None
+    if material.lower() == "air":
+        return Filter("air", density, thickness_cm * 1e4)
+    if material in materials:
+        m = materials[material]
+        cl = m["CompoundList"] if isinstance(m["CompoundList"], list) else [m["CompoundList"]]
+        cf = m["CompoundFraction"]
+        cf = cf if isinstance(cf, list) else [cf]
+        return Filter(material, density, thickness_cm * 1e4,
+                      compounds=tuple((str(c), float(f)) for c, f in zip(cl, cf)))
+    return Filter(material, density, thickness_cm * 1e4)
+
+
+def _instrument_kwargs_from_cfg(cfg) -> dict:
+    kw: dict[str, Any] = {}
+    materials = cfg.get("materials", {})
+    conc = cfg.get("concentrations", {})
+    fit = cfg.get("fit", {})
+    # Excitation: [fit] energies are what PyMca computes with; the [tube] section is only
+    # the state of its tube widget.
+    energies = fit.get("energy")
+    energies = energies if isinstance(energies, list) else [energies]
+    flags = fit.get("energyflag", [1] * len(energies))
+    flags = flags if isinstance(flags, list) else [flags]
+    weights = fit.get("energyweight", [1.0] * len(energies))
+    weights = weights if isinstance(weights, list) else [weights]
+    beam_e, beam_w = [], []
+    for e, f, w in zip(energies, flags, weights):
+        if e not in (None, "None") and int(f) and float(w) > 0:
+            beam_e.append(float(e))
+            beam_w.append(float(w))
+    flux = float(conc.get("flux", 1e10))
+    if beam_e:
+        kw["beam"] = Beam(tuple(beam_e), tuple(beam_w), flux)
+        kw["tube"] = None
+    elif "tube" in cfg:
+        t = cfg["tube"]
+        filters = []
+        if float(t.get("filter1thickness", 0.0)) > 0:
+            filters.append(Filter(str(t["filter1"]), float(t["filter1density"]),
+                                  float(t["filter1thickness"]) * 1e4))
+        kw["tube"] = Tube(anode=str(t.get("anode", "Rh")), voltage_kV=float(t.get("voltage", 40.0)),
+                          window=str(t.get("window", "Be")),
+                          window_density=float(t.get("windowdensity", 1.848)),
+                          window_thickness_um=float(t.get("windowthickness", 0.0125)) * 1e4,
+                          electron_angle_deg=float(t.get("alphae", 90.0)),
+                          takeoff_angle_deg=float(t.get("alphax", 90.0)),
+                          transmission=bool(int(t.get("transmission", 0))),
+                          anode_thickness_um=float(t.get("anodethickness", 0.1)) * 1e4,
+                          filters=tuple(filters))
+        kw["flux_photons_s"] = flux
+    if "time" in conc:
+        kw["live_time_s"] = float(conc["time"])
+
+    att = cfg.get("attenuators", {})
+    det_kw: dict[str, Any] = {}
+    if "area" in conc:
+        det_kw["area_mm2"] = float(conc["area"]) * 100.0  # PyMca: cm2
+    if "distance" in conc:
+        det_kw["distance_mm"] = float(conc["distance"]) * 10.0  # PyMca: cm
+    air_in = air_out = 0.0
+    beam_filters, attenuators = [], []
+    window_set = False
+    for key, entry in att.items():
+        if key.upper() == "MATRIX":
+            if len(entry) > 5:
+                kw["incidence_deg"] = float(entry[4])
+                kw["takeoff_deg"] = float(entry[5])
+            if len(entry) > 7 and int(entry[6]):
+                kw["scattering_angle_deg"] = float(entry[7])
+            continue
+        f = _cfg_filter(entry, materials)
+        if f is None:
+            continue
+        if key.upper() == "DETECTOR":
+            det_kw.update(material=f.material, density=f.density, thickness_um=f.thickness_um)
+        elif key.upper().startswith("BEAMFILTER"):
+            if f.material.lower() == "air":
+                air_in += f.thickness_um * 1e-4
+            else:
+                beam_filters.append(f)
+        elif key.lower() == "window" and f.compounds is None and not window_set:
+            det_kw.update(window=f.material, window_density=f.density,
+                          window_thickness_um=f.thickness_um)
+            window_set = True
+        elif f.material.lower() == "air":
+            air_out += f.thickness_um * 1e-4
+        else:
+            attenuators.append(f)
+    if not window_set:
+        det_kw["window_thickness_um"] = 0.0
+    kw["air_in_cm"] = air_in
+    kw["air_out_cm"] = air_out
+    kw["beam_filters"] = tuple(beam_filters)
+    kw["attenuators"] = tuple(attenuators)
+    kw["detector"] = Detector(**det_kw)
+
+    det = cfg.get("detector", {})
+    shape = cfg.get("peakshape", {})
+    flag = int(fit.get("hypermetflag", 1))
+    ro: dict[str, Any] = dict(
+        zero_keV=float(det.get("zero", 0.0)), gain_keV=float(det.get("gain", 0.01)),
+        noise_keV=float(det.get("noise", 0.1)), fano=float(det.get("fano", 0.114)),
+        escape=bool(int(fit.get("escapeflag", 1))),
+        short_tail=bool((flag >> 1) & 1), long_tail=bool((flag >> 2) & 1),
+        step=bool((flag >> 3) & 1))
+    for name, key in (("st_area_ratio", "st_arearatio"), ("st_slope_ratio", "st_sloperatio"),
+                      ("lt_area_ratio", "lt_arearatio"), ("lt_slope_ratio", "lt_sloperatio"),
+                      ("step_height_ratio", "step_heightratio")):
+        if key in shape:
+            ro[name] = float(shape[key])
+    kw["readout"] = Readout(**ro)
+    return kw
+

@@ -1,0 +1,446 @@
+"""The pigment library: pigments, the ground and binders, read from JSON or TOML files.
+
+A library file holds a list of materials (see ``library.json`` beside this module)::
+
+    {"format": "napari-xrf-pigments pigment library", "version": 1,
+     "materials": [
+        {"abbreviation": "VM", "name": "Vermilion", "formula": "Hg1S1", "density": 8.1,
+         "kind": "pigment", "class": "VM"}, ...]}
+
+or in TOML, one ``[[materials]]`` table per entry. ``kind`` is ``"pigment"`` (default),
+``"ground"`` or ``"binder"``; ``class`` is the label the pigment counts as (default: its own
+abbreviation for pigments, none for grounds and binders), so that substitutes such as verdigris
+count as emerald green. ``substitute`` (optional) maps abbreviations to mass fractions of a
+mixture used in place of the pigment in mock-ups.
+
+An optional ``"mixtures"`` list names pigment mixtures (the built-in file holds Table 2 of the
+paper)::
+
+    {"name": "Top 2", "position": "top", "pigments": {"VM": 30, "CM": 30, "CB": 40}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidDataError
+from ._elements import ATOMIC_WEIGHT, mass_fractions, parse_formula
+from .stratigraphy import DEFAULT_BINDER, Layer
+
+FORMAT = "napari-xrf-pigments pigment library"
+BUILTIN_PATH = Path(__file__).with_name("library.json")
+KINDS = ("pigment", "ground", "binder")
+_KEYS = {"abbreviation", "name", "formula", "density", "kind", "class", "note", "substitute"}
+_MIXTURE_KEYS = {"name", "position", "pigments", "note"}
+
+
+class PigmentLibraryError(InvalidDataError):
+    """A pigment library file or entry is invalid."""
+
+
+@dataclass(frozen=True)
+class Pigment:
+    """One material of the library (a pigment, the ground or a binder).
+
+    Attributes
+    ----------
+    abbreviation : str
+        Key used everywhere (e.g. ``"VM"``; the paper's abbreviations for Table 1 pigments).
+    name : str
+    formula : str
+        PyMca-style formula with explicit counts, e.g. ``"Hg1S1"``.
+    density : float
+        g/cm3, > 0.
+    kind : {"pigment", "ground", "binder"}
+    label : str or None
+        Class this material counts as for labels (``"EG"`` for verdigris); None for grounds
+        and binders.
+    note : str
+    substitute : tuple of (str, float) or None
+        Mixture (abbreviation, mass fraction) that replaced this pigment in the mock-ups.
+    """
+
+    abbreviation: str
+    name: str
+    formula: str
+    density: float
+    kind: str = "pigment"
+    label: str | None = None
+    note: str = ""
+    substitute: tuple[tuple[str, float], ...] | None = None
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        """Element symbols of the formula, in order of appearance."""
+        return tuple(parse_formula(self.formula))
+
+    @property
+    def composition(self) -> dict[str, int]:
+        """Atoms per formula unit, e.g. ``{"Hg": 1, "S": 1}``."""
+        return parse_formula(self.formula)
+
+    @property
+    def mass_fractions(self) -> dict[str, float]:
+        """Element mass fractions (standard atomic weights; PyMca uses its own tables)."""
+        return mass_fractions(self.formula)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "abbreviation": self.abbreviation,
+            "name": self.name,
+            "formula": self.formula,
+            "density": self.density,
+            "kind": self.kind,
+            "class": self.label,
+        }
+        if self.note:
+            out["note"] = self.note
+        if self.substitute:
+            out["substitute"] = dict(self.substitute)
+        return out
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A named pigment mixture (e.g. "Top 2" of the paper's Table 2).
+
+    Attributes
+    ----------
+    name : str
+    pigments : tuple of (str, float)
+        Abbreviation and mass fraction, normalised to sum 1.
+    position : str or None
+        Where the mock-ups used it (``"top"``, ``"bottom"``), if known.
+    note : str
+    """
+
+    name: str
+    pigments: tuple[tuple[str, float], ...]
+    position: str | None = None
+    note: str = ""
+
+    def layer(self, thickness_um: float, *, binder: str = DEFAULT_BINDER,
+              binder_fraction: float = 0.0, density: float | None = None) -> Layer:
+        """A :class:`Layer` of this mixture."""
+        return Layer(dict(self.pigments), thickness_um, binder=binder,
+                     binder_fraction=binder_fraction, density=density)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "position": self.position,
+                               "pigments": dict(self.pigments)}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True)
+class PigmentLibrary:
+    """An ordered, read-only collection of :class:`Pigment` keyed by abbreviation.
+
+    Attributes
+    ----------
+    materials : tuple of Pigment
+    sources : tuple of str
+        Files (or ``"<dict>"``) the entries came from, for provenance.
+    mixtures : tuple of Mixture
+        Named mixtures (Table 2 of the paper for the built-in library).
+    """
+
+    materials: tuple[Pigment, ...]
+    sources: tuple[str, ...] = ()
+    mixtures: tuple[Mixture, ...] = ()
+    _index: dict = field(default=None, init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_index", {m.abbreviation: m for m in self.materials})
+        for m in self.materials:
+            for abbr, _ in m.substitute or ():
+                if abbr not in self._index:
+                    raise PigmentLibraryError(
+                        f"pigment {m.abbreviation!r}: substitute {abbr!r} is not in the library"
+                    )
+        for mix in self.mixtures:
+            for abbr, _ in mix.pigments:
+                if abbr not in self._index:
+                    raise PigmentLibraryError(
+                        f"mixture {mix.name!r}: pigment {abbr!r} is not in the library")
+
+    def mixture(self, name: str) -> Mixture:
+        """A named mixture, e.g. ``lib.mixture("Bottom 4A")``."""
+        for mix in self.mixtures:
+            if mix.name == name:
+                return mix
+        known = ", ".join(m.name for m in self.mixtures)
+        raise KeyError(f"no mixture {name!r} in the library (known: {known})")
+
+    def __getitem__(self, abbreviation: str) -> Pigment:
+        try:
+            return self._index[abbreviation]
+        except KeyError:
+            known = ", ".join(self._index)
+            raise KeyError(f"no pigment {abbreviation!r} in the library (known: {known})") from None
+
+    def __contains__(self, abbreviation) -> bool:
+        return abbreviation in self._index
+
+    def __iter__(self) -> Iterator[Pigment]:
+        return iter(self.materials)
+
+    def __len__(self) -> int:
+        return len(self.materials)
+
+    @property
+    def abbreviations(self) -> tuple[str, ...]:
+        return tuple(self._index)
+
+    def of_kind(self, kind: str) -> tuple[Pigment, ...]:
+        """Materials of one kind (``"pigment"``, ``"ground"`` or ``"binder"``)."""
+        return tuple(m for m in self.materials if m.kind == kind)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Label classes in library order, each once (the 11 of Table 1 for the built-in)."""
+        seen: dict[str, None] = {}
+        for m in self.materials:
+            if m.label is not None:
+                seen.setdefault(m.label, None)
+        return tuple(seen)
+
+    def class_of(self, abbreviation: str) -> str | None:
+        """Label class of a material (``"EG"`` for ``"VG"``), None for grounds and binders."""
+        return self[abbreviation].label
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        """All elements of all materials, by atomic number."""
+        found = {el for m in self.materials for el in m.elements}
+        order = list(ATOMIC_WEIGHT)
+        return tuple(sorted(found, key=order.index))
+
+    def expand_substitutes(self, fractions: Mapping[str, float]) -> dict[str, float]:
+        """Replace pigments that have a mock-up substitute by that mixture.
+
+        Parameters
+        ----------
+        fractions : mapping of str to float
+            Abbreviation to mass fraction.
+
+        Returns
+        -------
+        dict
+            Same total, e.g. ``{"EG": 1}`` becomes ``{"VG": 0.392, "SA": 0.608}``.
+        """
+        out: dict[str, float] = {}
+        for abbr, frac in fractions.items():
+            sub = self[abbr].substitute
+            if sub:
+                for s_abbr, s_frac in sub:
+                    out[s_abbr] = out.get(s_abbr, 0.0) + float(frac) * s_frac
+            else:
+                out[abbr] = out.get(abbr, 0.0) + float(frac)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": 1,
+            "materials": [m.to_dict() for m in self.materials],
+            "mixtures": [m.to_dict() for m in self.mixtures],
+        }
+
+    def save(self, path) -> None:
+        """Write the library as JSON (the same form :func:`load_pigment_library` reads)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _read_file(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PigmentLibraryError(f"cannot read pigment library {path}: {exc}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            return tomllib.loads(text)
+        return json.loads(text)
+    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise PigmentLibraryError(f"pigment library {path} is not valid: {exc}") from None
+
+
+def _entries(source, where: str) -> list:
+    data = source
+    if not isinstance(data, Mapping):
+        raise PigmentLibraryError(f"{where}: expected a table with a 'materials' list")
+    fmt = data.get("format", FORMAT)
+    if fmt != FORMAT:
+        raise PigmentLibraryError(f"{where}: format is {fmt!r}, expected {FORMAT!r}")
+    entries = data.get("materials")
+    if not isinstance(entries, list):
+        raise PigmentLibraryError(f"{where}: no 'materials' list")
+    return entries
+
+
+def _pigment(entry, where: str, index: int) -> Pigment:
+    name = entry.get("abbreviation") if isinstance(entry, Mapping) else None
+    label = f"{where}: entry {index}" + (f" ({name!r})" if name else "")
+    if not isinstance(entry, Mapping):
+        raise PigmentLibraryError(f"{label}: expected a table, got {type(entry).__name__}")
+    unknown = set(entry) - _KEYS
+    if unknown:
+        raise PigmentLibraryError(f"{label}: unknown keys {sorted(unknown)}")
+    for key in ("abbreviation", "formula", "density"):
+        if key not in entry:
+            raise PigmentLibraryError(f"{label}: missing {key!r}")
+    abbr = entry["abbreviation"]
+    if not isinstance(abbr, str) or not abbr or "/" in abbr or abbr.strip() != abbr:
+        raise PigmentLibraryError(f"{label}: abbreviation must be a non-empty string without '/'")
+    try:
+        parse_formula(entry["formula"])
+    except ValueError as exc:
+        raise PigmentLibraryError(f"{label}: {exc}") from None
+    try:
+        density = float(entry["density"])
+    except (TypeError, ValueError):
+        raise PigmentLibraryError(
+            f"{label}: density {entry['density']!r} is not a number") from None
+    if not density > 0 or density == float("inf"):
+        raise PigmentLibraryError(f"{label}: density must be > 0 g/cm3, got {entry['density']!r}")
+    kind = entry.get("kind", "pigment")
+    if kind not in KINDS:
+        raise PigmentLibraryError(f"{label}: kind must be one of {KINDS}, got {kind!r}")
+    cls = entry.get("class", abbr if kind == "pigment" else None)
+    if cls is not None and (not isinstance(cls, str) or not cls or "/" in cls):
+        raise PigmentLibraryError(f"{label}: class must be a string without '/' or null")
+    substitute = entry.get("substitute")
+    if substitute is not None:
+        if not isinstance(substitute, Mapping) or not substitute:
+            raise PigmentLibraryError(f"{label}: substitute must map abbreviations to fractions")
+        fracs = {}
+        for k, v in substitute.items():
+            try:
+                fracs[str(k)] = float(v)
+            except (TypeError, ValueError):
+                raise PigmentLibraryError(
+                    f"{label}: substitute fraction {v!r} is not a number") from None
+        total = sum(fracs.values())
+        if any(not f >= 0 for f in fracs.values()) or not total > 0:
+            raise PigmentLibraryError(
+                f"{label}: substitute fractions must be >= 0 with a positive sum")
+        substitute = tuple((k, v / total) for k, v in fracs.items())
+    return Pigment(
+        abbreviation=abbr,
+        name=str(entry.get("name", abbr)),
+        formula=entry["formula"],
+        density=density,
+        kind=kind,
+        label=cls,
+        note=str(entry.get("note", "")),
+        substitute=substitute,
+    )
+
+
+def _mixture(entry, where: str, index: int) -> Mixture:
+    name = entry.get("name") if isinstance(entry, Mapping) else None
+    label = f"{where}: mixture {index}" + (f" ({name!r})" if name else "")
+    if not isinstance(entry, Mapping):
+        raise PigmentLibraryError(f"{label}: expected a table")
+    unknown = set(entry) - _MIXTURE_KEYS
+    if unknown:
+        raise PigmentLibraryError(f"{label}: unknown keys {sorted(unknown)}")
+    if not isinstance(name, str) or not name:
+        raise PigmentLibraryError(f"{label}: missing 'name'")
+    pigments = entry.get("pigments")
+    if not isinstance(pigments, Mapping) or not pigments:
+        raise PigmentLibraryError(f"{label}: 'pigments' must map abbreviations to fractions")
+    try:
+        fracs = {str(k): float(v) for k, v in pigments.items()}
+    except (TypeError, ValueError):
+        raise PigmentLibraryError(f"{label}: pigment fractions must be numbers") from None
+    total = sum(fracs.values())
+    if any(not f >= 0 for f in fracs.values()) or not total > 0:
+        raise PigmentLibraryError(f"{label}: fractions must be >= 0 with a positive sum")
+    position = entry.get("position")
+    if position is not None and not isinstance(position, str):
+        raise PigmentLibraryError(f"{label}: position must be a string")
+    if abs(total - 1.0) > 1e-12:  # leave already-normalised fractions bit-exact
+        fracs = {k: v / total for k, v in fracs.items()}
+    return Mixture(name, tuple(fracs.items()), position,
+                   str(entry.get("note", "")))
+
+
+def _load_source(source) -> tuple[list[Pigment], list[Mixture], str]:
+    if isinstance(source, Mapping):
+        where = "<dict>"
+        data = source
+    else:
+        path = Path(source)
+        where = str(path)
+        data = _read_file(path)
+    entries = _entries(data, where)
+    pigments = [_pigment(e, where, i) for i, e in enumerate(entries)]
+    seen: set[str] = set()
+    for p in pigments:
+        if p.abbreviation in seen:
+            raise PigmentLibraryError(f"{where}: abbreviation {p.abbreviation!r} appears twice")
+        seen.add(p.abbreviation)
+    raw = data.get("mixtures", [])
+    if not isinstance(raw, list):
+        raise PigmentLibraryError(f"{where}: 'mixtures' must be a list")
+    mixtures = [_mixture(e, where, i) for i, e in enumerate(raw)]
+    return pigments, mixtures, where
+
+
+def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
+    """Load the pigment library, optionally extended with user pigments.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Library file (JSON, or TOML by extension) replacing the built-in one.
+    extra : str, Path, mapping, or sequence of those, optional
+        More files (or already-parsed tables) of the same form. Their entries are appended;
+        an entry whose abbreviation (or mixture whose name) already exists replaces the
+        earlier one.
+
+    Returns
+    -------
+    PigmentLibrary
+
+    Raises
+    ------
+    PigmentLibraryError
+        For an unreadable file or an invalid entry (unknown element, bad formula,
+        density <= 0, ...), naming the file and the entry.
+
+    Examples
+    --------
+    >>> lib = load_pigment_library()
+    >>> lib["VM"].formula
+    'Hg1S1'
+    >>> lib.classes
+    ('CrG', 'CrY', 'CB', 'EG', 'IO', 'LW', 'PB', 'RL', 'CM', 'VM', 'ZW')
+    """
+    base, base_mixtures, where = _load_source(BUILTIN_PATH if path is None else path)
+    sources = [where]
+    merged = {p.abbreviation: p for p in base}
+    mixtures = {m.name: m for m in base_mixtures}
+    if extra is not None:
+        if isinstance(extra, (str, Path, Mapping)):
+            extra = [extra]
+        if not isinstance(extra, Sequence):
+            raise TypeError("extra must be a path, a mapping or a sequence of those")
+        for source in extra:
+            more, more_mixtures, where = _load_source(source)
+            sources.append(where)
+            for p in more:
+                merged[p.abbreviation] = p
+            for m in more_mixtures:
+                mixtures[m.name] = m
+    return PigmentLibrary(tuple(merged.values()), tuple(sources), tuple(mixtures.values()))

@@ -52,6 +52,11 @@ def _load_instrument(path):
     return Instrument() if path is None else Instrument.load(path)
 
 
+def _names(text):
+    """Comma-separated names (``--tops``/``--bottoms``) as a tuple; None when not given."""
+    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None
+
+
 def _cmd_simulate(args) -> int:
     from .datasets.training import generate_training_set
     from .io._atomic import check_output_path
@@ -87,7 +92,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_mockup(args) -> int:
-    from .datasets.mockup import simulate_mockup, write_truth
+    from .datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips, simulate_mockup, write_truth
     from .io import write_cube
     from .io._atomic import check_output_path
     from .progress import run_with_tqdm
@@ -95,8 +100,13 @@ def _cmd_mockup(args) -> int:
     check_output_path(args.out, force=args.force)
     if args.truth is not None:
         check_output_path(args.truth, force=args.force)
+    layout = crossed_strips(
+        _names(args.tops) or FIG7_TOPS, _names(args.bottoms) or FIG7_BOTTOMS
+    )
     cube, truth = run_with_tqdm(
-        simulate_mockup(seed=args.seed, instrument=_load_instrument(args.instrument), live_time_s=args.live_time),
+        simulate_mockup(
+            layout, seed=args.seed, instrument=_load_instrument(args.instrument), live_time_s=args.live_time
+        ),
         desc="mockup (rows)",
     )
     write_cube(args.out, cube, force=args.force)
@@ -105,6 +115,102 @@ def _cmd_mockup(args) -> int:
     rows, cols, chans = cube.shape
     print(f"mock-up cube {rows} x {cols} x {chans} written to {args.out}"
           + (f", ground truth to {args.truth}" if args.truth else ""))
+    return 0
+
+
+# -- pigment model: train / evaluate / predict ------------------------------------------------
+
+
+def _quiet_tensorflow():
+    """Hide TensorFlow's C++ info/warning log lines (XLA, oneDNN notices) in CLI output."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _parse_grid(text):
+    """``--grid``: "data" (None), "paper", or "START:STEP:N" in keV."""
+    from .preprocess import Preprocessing, make_grid
+
+    if text in (None, "data"):
+        return None
+    if text == "paper":
+        return Preprocessing.paper()
+    try:
+        start, step, n = text.split(":")
+        return Preprocessing(make_grid(float(start), float(step), int(n)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--grid must be 'data', 'paper' or START:STEP:N in keV, got {text!r}"
+        ) from None
+
+
+def _cmd_train(args) -> int:
+    _quiet_tensorflow()
+    import time
+
+    from .io._atomic import check_output_path
+    from .model.defaults import AUGMENT_COUNTS, AUGMENT_SHIFT_KEV
+    from .model.metrics import format_table
+    from .model.training import train
+    from .progress import run_with_tqdm
+
+    check_output_path(args.out, force=args.force)  # fail now, not after the training
+    started = time.time()
+    job = train(
+        args.data,
+        folds=args.folds,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        preprocessing=args.grid,
+        top_head=False if args.no_top else None,
+        augment_counts=AUGMENT_COUNTS if args.augment else None,
+        augment_shift_keV=AUGMENT_SHIFT_KEV if args.augment else 0.0,
+        name=args.name,
+    )
+    result = run_with_tqdm(job, desc="train (epochs)")
+    result.model.metadata["training"]["command"] = "xrf-pigments " + " ".join(sys.argv[1:])
+    path = result.save(args.out, force=args.force)
+    print(format_table(result.metrics, title=f"Test split ({result.metrics['n_spectra']} spectra), "
+                       f"best fold {result.best_fold}"))
+    print(f"model written to {path} ({time.time() - started:.0f} s)")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    _quiet_tensorflow()
+    from .model.metrics import format_table
+    from .model.training import evaluate
+    from .progress import run_with_tqdm
+
+    metrics = run_with_tqdm(
+        evaluate(args.model, args.data, threshold=args.threshold, batch_size=args.batch_size),
+        desc="evaluate",
+        disable=args.json or None,
+    )
+    print(format_table(metrics, title=f"{metrics['model']} on {metrics['data']}"))
+    if args.json:
+        print(json.dumps(metrics, allow_nan=False))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    _quiet_tensorflow()
+    from .model.files import load_model
+    from .model.predict import predict_to_file
+    from .progress import run_with_tqdm
+
+    model = load_model(args.model)  # no --model: the shipped model, or a one-line error
+    path = run_with_tqdm(
+        predict_to_file(
+            args.cube, args.out, model, batch_size=args.batch_size, force=args.force
+        ),
+        desc="predict (rows)",
+    )
+    print(f"pigment maps written to {path}")
     return 0
 
 
@@ -136,9 +242,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", default=None, help="ground-truth file to write (.h5)")
     p.add_argument("--instrument", default=None, help="instrument file (.json/.toml) or PyMca .cfg")
     p.add_argument("--live-time", type=float, default=None, help="dwell per pixel in s (default 10)")
+    p.add_argument("--tops", default=None,
+                   help='top strips, comma-separated Table 2 names (default "Top 2,Top 1,Top 3,Top 4")')
+    p.add_argument("--bottoms", default=None,
+                   help="bottom strips, comma-separated Table 2 names (default: the paper's Fig. 7)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_mockup)
+
+    from .model.defaults import THRESHOLD, TRAIN_DEFAULTS as D
+
+    p = sub.add_parser("train", help="train a pigment model on a labelled training set")
+    p.add_argument("--data", required=True, help="training set (.h5, see docs/model.md)")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--folds", type=int, default=D["folds"],
+                   help=f"cross-validation folds (default {D['folds']}; 1: one 80/20 split)")
+    p.add_argument("--epochs", type=int, default=D["epochs"],
+                   help=f"most epochs per fold (default {D['epochs']})")
+    p.add_argument("--seed", type=int, default=D["seed"], help=f"random seed (default {D['seed']})")
+    p.add_argument("--batch-size", type=int, default=D["batch_size"],
+                   help=f"default {D['batch_size']}")
+    p.add_argument("--learning-rate", type=float, default=D["learning_rate"],
+                   help=f"Adam, default {D['learning_rate']:g}")
+    p.add_argument("--patience", type=int, default=D["patience"],
+                   help=f"early-stopping patience in epochs (default {D['patience']})")
+    p.add_argument("--grid", default="data", type=_parse_grid,
+                   help="model energy grid: 'data' (the data's channels from 2.80 keV, default), "
+                        "'paper' (3815 x 10 eV) or START:STEP:N in keV")
+    p.add_argument("--no-top", action="store_true", help="no top-layer head (paper network)")
+    p.add_argument("--augment", action="store_true",
+                   help="Poisson count-level (1e3-1e6 counts) and +-20 eV shift augmentation")
+    p.add_argument("--name", default=None, help="model name stored in its metadata")
+    p.add_argument("--force", action="store_true", help="replace an existing model directory")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="per-pigment accuracy, sensitivity, precision, F1")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--data", required=True, help="labelled spectra (.h5 training-set layout)")
+    p.add_argument("--json", action="store_true", help="also print one JSON object (last line)")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help="probability threshold")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="pigment probability maps of an XRF cube")
+    p.add_argument("cube", help="XRF cube file")
+    p.add_argument("--out", required=True, help="maps file to write (.h5)")
+    p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+    p.add_argument("--batch-size", type=int, default=None, help="spectra per inference call")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_predict)
 
     return parser
 

@@ -1,0 +1,153 @@
+"""Maps files: 2-D result images (element or pigment maps) in one HDF5 file.
+
+Layout (format ``napari-xrf-pigments/maps``, version 1)::
+
+    /maps/<name>   (rows, columns) float32, one dataset per map; attributes:
+                     kind   "element" or "pigment"
+                     unit   e.g. "probability", "counts"
+                     ...    stage-specific (pigment maps: abbreviation, pigment, layer)
+    root attributes: format, format_version, software, version, plus the caller's provenance
+                     (e.g. model, input_file). Lists and dicts are stored as JSON strings.
+
+Every stage that writes maps uses :func:`write_maps`, so readers and widgets see one layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import InvalidDataError, UnreadableFileError
+
+MAPS_FORMAT = "napari-xrf-pigments/maps"
+MAPS_VERSION = 1
+MAP_KINDS = ("element", "pigment")
+
+
+def _attr_value(value):
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    if value is None:
+        return ""
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_maps(
+    path, maps: Mapping, root_attrs: Mapping | None = None, *, force: bool = False
+) -> Path:
+    """Write maps atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output ``.h5`` file.
+    maps : mapping of name -> (array, attrs)
+        ``array`` is 2-D (rows, columns), stored as float32; ``attrs`` must hold ``kind``
+        (one of ``"element"``, ``"pigment"``) and ``unit``. All maps have one shape.
+    root_attrs : mapping, optional
+        Provenance for the root (model, input file...).
+    force : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InvalidDataError
+        No maps, a bad name, shapes that differ, or missing ``kind``/``unit``.
+    OutputExistsError
+        If ``path`` exists and ``force`` is false.
+    """
+    import h5py
+
+    from .. import __version__
+    from ._atomic import atomic_output
+
+    if not maps:
+        raise InvalidDataError("there are no maps to write")
+    prepared = {}
+    shape = None
+    for name, item in maps.items():
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise InvalidDataError(f"bad map name {name!r} (non-empty, no '/')")
+        try:
+            array, attrs = item
+        except (TypeError, ValueError):
+            raise InvalidDataError(f"map {name!r} must be given as (array, attrs)") from None
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 2:
+            raise InvalidDataError(f"map {name!r} must be 2-D, got shape {array.shape}")
+        if shape is None:
+            shape = array.shape
+        elif array.shape != shape:
+            raise InvalidDataError(f"map {name!r} has shape {array.shape}, others {shape}")
+        attrs = dict(attrs or {})
+        if attrs.get("kind") not in MAP_KINDS:
+            raise InvalidDataError(f"map {name!r} needs attribute kind in {MAP_KINDS}")
+        if "unit" not in attrs:
+            raise InvalidDataError(f"map {name!r} needs a unit attribute")
+        prepared[name] = (array, attrs)
+    with atomic_output(path, force=force) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, value in (root_attrs or {}).items():
+                f.attrs[key] = _attr_value(value)
+            f.attrs["format"] = MAPS_FORMAT
+            f.attrs["format_version"] = MAPS_VERSION
+            f.attrs["software"] = "napari-xrf-pigments"
+            f.attrs["version"] = __version__
+            group = f.create_group("maps", track_order=True)
+            for name, (array, attrs) in prepared.items():
+                ds = group.create_dataset(name, data=array, compression="gzip", compression_opts=4)
+                for key, value in attrs.items():
+                    ds.attrs[key] = _attr_value(value)
+    return Path(path)
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_maps(path) -> tuple[dict, dict]:
+    """Read a maps file.
+
+    Returns
+    -------
+    maps : dict of name -> (ndarray float32 of shape (rows, columns), dict of attrs)
+        In file order.
+    root_attrs : dict
+
+    Raises
+    ------
+    UnreadableFileError
+        Missing file, not HDF5, or no ``/maps`` group.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableFileError(path, "no such file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise UnreadableFileError(path, f"not an HDF5 file ({exc})") from None
+    with f:
+        if "maps" not in f or not isinstance(f["maps"], h5py.Group):
+            raise UnreadableFileError(path, "not a maps file: /maps is missing")
+        root = {k: _decode(v) for k, v in f.attrs.items()}
+        maps = {}
+        for name, ds in f["maps"].items():
+            if isinstance(ds, h5py.Dataset) and ds.ndim == 2:
+                attrs = {k: _decode(v) for k, v in ds.attrs.items()}
+                maps[name] = (ds[()].astype(np.float32), attrs)
+    return maps, root

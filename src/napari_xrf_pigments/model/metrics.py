@@ -1,0 +1,207 @@
+"""Per-pigment classification metrics (paper Eq. 3-6) and the Table-3 layout.
+
+Counts of true/false positives/negatives are taken per pigment over all spectra, with a
+prediction "positive" when its probability is >= ``threshold``. Ratios whose denominator is 0
+(e.g. precision when nothing was predicted positive) are NaN, shown as "n/a" and JSON null.
+
+Top-layer figures:
+
+- the "top" columns treat "pigment is in the top layer" as its own binary label;
+- **top-layer assignment accuracy**: over every (spectrum, pigment) pair where the pigment is
+  truly present, the fraction whose top/not-top call (top probability >= threshold) is right;
+- **top-1 accuracy**: over spectra with at least one top-layer pigment, the fraction whose most
+  probable top pigment is one of them.
+
+No Keras needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..trainset import as_pigment_labels
+
+METRICS = ("accuracy", "sensitivity", "precision", "f1")
+
+
+def _ratio(num, den):
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def binary_metrics(truth, score, *, threshold: float = 0.5) -> dict:
+    """Eq. 3-6 per column.
+
+    Parameters
+    ----------
+    truth : array-like of bool, shape (n, n_pigments)
+    score : array-like of float, shape (n, n_pigments)
+        Predicted probabilities.
+    threshold : float
+
+    Returns
+    -------
+    dict of str -> ndarray of shape (n_pigments,)
+        ``tp, fp, tn, fn, support`` (int) and ``accuracy, sensitivity, precision, f1``.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    pred = np.asarray(score) >= threshold
+    if truth.shape != pred.shape or truth.ndim != 2:
+        raise ValueError(f"truth {truth.shape} and scores {pred.shape} must be equal 2-D shapes")
+    tp = np.sum(truth & pred, axis=0)
+    fp = np.sum(~truth & pred, axis=0)
+    tn = np.sum(~truth & ~pred, axis=0)
+    fn = np.sum(truth & ~pred, axis=0)
+    precision = _ratio(tp, tp + fp)
+    sensitivity = _ratio(tp, tp + fn)
+    return {
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn, "support": tp + fn,
+        "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
+        "sensitivity": sensitivity,
+        "precision": precision,
+        "f1": _ratio(2 * precision * sensitivity, precision + sensitivity),
+    }
+
+
+def top_assignment_accuracy(present, top, top_score, *, threshold: float = 0.5) -> float:
+    """Fraction of truly present pigments whose top/not-top call is right (NaN if none)."""
+    present = np.asarray(present, dtype=bool)
+    call = np.asarray(top_score) >= threshold
+    right = (call == np.asarray(top, dtype=bool)) & present
+    n = int(present.sum())
+    return float(right.sum() / n) if n else math.nan
+
+
+def top1_accuracy(top, top_score) -> float:
+    """Fraction of spectra with a top-layer pigment whose argmax top score is one (NaN if none)."""
+    top = np.asarray(top, dtype=bool)
+    rows = top.any(axis=1)
+    if not rows.any():
+        return math.nan
+    best = np.argmax(np.asarray(top_score)[rows], axis=1)
+    return float(np.mean(top[rows][np.arange(best.size), best]))
+
+
+def _per_pigment(m: dict, pigments) -> dict:
+    out = {}
+    for i, p in enumerate(pigments):
+        entry = {k: _num(m[k][i]) for k in METRICS}
+        entry.update({k: int(m[k][i]) for k in ("support", "tp", "fp", "tn", "fn")})
+        out[p.abbreviation] = entry
+    return out
+
+
+def _num(v):
+    v = float(v)
+    return None if math.isnan(v) else round(v, 6)
+
+
+def evaluate_predictions(
+    pigments, present, present_score, top=None, top_score=None, *, threshold: float = 0.5
+) -> dict:
+    """All figures for a labelled set, as a JSON-ready dict.
+
+    Parameters
+    ----------
+    pigments : sequence of (abbreviation, name)
+    present, present_score : arrays of shape (n, n_pigments)
+        Truth (bool) and predicted probability of "present".
+    top, top_score : arrays of shape (n, n_pigments), optional
+        Truth and probability of "in the top layer".
+    threshold : float
+
+    Returns
+    -------
+    dict
+        ``n_spectra``, ``threshold``, ``pigments``, ``present`` and ``top`` (abbreviation ->
+        accuracy, sensitivity, precision, f1, support, tp, fp, tn, fn), and ``summary``
+        (min/mean F1, top assignment and top-1 accuracy). NaN is None.
+    """
+    pigments = as_pigment_labels(pigments)
+    m = binary_metrics(present, present_score, threshold=threshold)
+    result = {
+        "n_spectra": int(np.shape(present)[0]),
+        "threshold": float(threshold),
+        "pigments": [p._asdict() for p in pigments],
+        "present": _per_pigment(m, pigments),
+    }
+    f1 = [v["f1"] for v in result["present"].values() if v["f1"] is not None]
+    summary = {
+        "present_f1_min": _num(min(f1)) if f1 else None,
+        "present_f1_mean": _num(np.mean(f1)) if f1 else None,
+    }
+    if top is not None and top_score is not None:
+        result["top"] = _per_pigment(binary_metrics(top, top_score, threshold=threshold), pigments)
+        tf1 = [v["f1"] for v in result["top"].values() if v["f1"] is not None]
+        summary.update(
+            {
+                "top_f1_min": _num(min(tf1)) if tf1 else None,
+                "top_f1_mean": _num(np.mean(tf1)) if tf1 else None,
+                "top_assignment_accuracy": _num(
+                    top_assignment_accuracy(present, top, top_score, threshold=threshold)
+                ),
+                "top1_accuracy": _num(top1_accuracy(top, top_score)),
+            }
+        )
+    result["summary"] = summary
+    return result
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+_HEAD = ("Acc.", "Sens.", "Prec.", "F1", "n")
+_WIDTHS = (6, 7, 7, 7, 7)
+
+
+def _cells(values) -> str:
+    return "".join(f"{v:>{w}}" for v, w in zip(values, _WIDTHS))
+
+
+def format_table(metrics: dict, *, title: str | None = None) -> str:
+    """Lay out :func:`evaluate_predictions` output like the paper's Table 3.
+
+    One row per pigment, "full name (abbreviation)"; column groups "present (any layer)" and,
+    when available, "top layer", each with Acc., Sens., Prec., F1 and n (true positives +
+    false negatives); then the summary lines.
+    """
+    pigments = as_pigment_labels(metrics["pigments"])
+    groups = [("present", "Present (any layer)")]
+    if "top" in metrics:
+        groups.append(("top", "Top layer"))
+    labels = [f"{p.name} ({p.abbreviation})" for p in pigments]
+    width = max(len("Pigment"), *(len(s) for s in labels))
+    block = sum(_WIDTHS)
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append(" " * width + "".join(f" | {name:^{block}}" for _, name in groups))
+    lines.append(f"{'Pigment':<{width}}" + "".join(f" | {_cells(_HEAD)}" for _ in groups))
+    rule = "-" * len(lines[-1])
+    lines.append(rule)
+    for p, label in zip(pigments, labels):
+        row = f"{label:<{width}}"
+        for key, _ in groups:
+            m = metrics[key][p.abbreviation]
+            row += " | " + _cells([_fmt(m[k]) for k in METRICS] + [str(m["support"])])
+        lines.append(row)
+    lines.append(rule)
+    s = metrics.get("summary", {})
+    lines.append(
+        f"{metrics['n_spectra']} spectra, threshold {metrics['threshold']:g}; "
+        f"present F1 min {_fmt(s.get('present_f1_min'))}, "
+        f"mean {_fmt(s.get('present_f1_mean'))}"
+    )
+    if "top" in metrics:
+        lines.append(
+            f"top-layer F1 min {_fmt(s.get('top_f1_min'))}, mean "
+            f"{_fmt(s.get('top_f1_mean'))}; top-layer assignment accuracy "
+            f"{_fmt(s.get('top_assignment_accuracy'))}; top-1 accuracy "
+            f"{_fmt(s.get('top1_accuracy'))}"
+        )
+    return "\n".join(lines)

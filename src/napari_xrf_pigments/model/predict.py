@@ -1,0 +1,428 @@
+"""Pigment probability maps from XRF cubes, chunk by chunk.
+
+:class:`Predictor` runs a :class:`~.files.PigmentModel` on counts: spectra are resampled onto the
+model grid in numpy (a background thread reads and resamples the next block of rows while the
+current one is on the CPU/GPU), then one compiled function does Eq. 1, normalisation and the
+network (:mod:`.engine` on CPU; the Keras model itself, compiled, on a GPU). Memory is bounded
+by a few blocks of rows (about 64 MB of counts each) whatever the cube size, so numpy, h5py and
+dask cubes larger than RAM work alike.
+
+Pixels with no counts in the model's energy range get NaN (no data, not "absent").
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..cube import XRFCube, default_rows_per_block
+from ..errors import InvalidDataError
+from ..progress import Progress
+
+#: Spectra per compiled call. Small batches keep activations in cache on a CPU; a GPU wants more.
+DEFAULT_BATCH_CPU = 32
+DEFAULT_BATCH_GPU = 1024
+#: Spectra per block of rows read from the cube (also bounded to ~64 MB of counts).
+SPECTRA_PER_BLOCK = 4096
+_VERIFY_ATOL = 1e-4
+
+
+def gpu_available() -> bool:
+    """True when the Keras backend sees a GPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    return False
+
+
+@dataclass
+class PigmentPrediction:
+    """Probability maps of one cube.
+
+    Attributes
+    ----------
+    maps : dict of output name -> ndarray of float32, shape (rows, columns, n_pigments)
+        ``"present"`` (any layer) and, for two-headed models, ``"top"``. NaN where the pixel
+        has no counts in the model's energy range.
+    pigments : tuple of PigmentLabel
+    model_name : str
+    """
+
+    maps: dict
+    pigments: tuple
+    model_name: str = ""
+
+    def to_maps(self) -> dict:
+        """Maps in :func:`~napari_xrf_pigments.io.maps.write_maps` form.
+
+        Names are the abbreviation (``"VM"``, layer "any") and ``"<abbreviation>_top"``
+        (layer "top").
+        """
+        out = {}
+        for output, layer, suffix in (("present", "any", ""), ("top", "top", "_top")):
+            if output not in self.maps:
+                continue
+            for i, p in enumerate(self.pigments):
+                out[f"{p.abbreviation}{suffix}"] = (
+                    self.maps[output][..., i],
+                    {
+                        "kind": "pigment",
+                        "abbreviation": p.abbreviation,
+                        "pigment": p.name,
+                        "layer": layer,
+                        "unit": "probability",
+                    },
+                )
+        return out
+
+
+class Predictor:
+    """Compiled inference for one model.
+
+    Parameters
+    ----------
+    model : PigmentModel
+    batch_size : int, optional
+        Spectra per compiled call (default 32 on CPU, 1024 on GPU).
+    engine : {"auto", "fast", "keras"}
+        "fast": :mod:`.engine` (Winograd, fused; best on CPU); "keras": the Keras model in a
+        compiled function (cuDNN on GPU); "auto": fast on CPU, keras on GPU.
+
+    Attributes
+    ----------
+    engine : str
+        The engine in use ("fast" falls back to "keras" for networks it does not recognise or
+        whose outputs it does not reproduce).
+    """
+
+    def __init__(self, model, *, batch_size: int | None = None, engine: str = "auto"):
+        if engine not in ("auto", "fast", "keras"):
+            raise ValueError(f"unknown engine {engine!r}")
+        gpu = gpu_available()
+        self.model = model
+        self.requested_engine = engine
+        self.engine = ("keras" if gpu else "fast") if engine == "auto" else engine
+        self.batch_size = int(batch_size or (DEFAULT_BATCH_GPU if gpu else DEFAULT_BATCH_CPU))
+        if self.batch_size < 1:
+            raise InvalidDataError("batch size must be at least 1")
+        self.n_channels = model.preprocessing.n_channels
+        self.outputs = model.outputs
+        self.workers = 1 if gpu else 2
+        self._fn = None
+        self._pool = None
+        self._lock = threading.Lock()
+
+    # -- compiled function -------------------------------------------------------------------
+
+    def _keras_forward(self):
+        from keras import ops
+
+        net = self.model.keras_model
+        ref = float(self.model.preprocessing.reference_counts)
+
+        def forward(counts):
+            x = ops.cast(counts, "float32")
+            total = ops.sum(x, axis=1, keepdims=True)
+            x = x * ops.where(total > 0, ref / ops.maximum(total, 1e-30), 0.0)
+            x = ops.log1p(ops.log1p(ops.sqrt(x)))
+            peak = ops.max(x, axis=1, keepdims=True)
+            x = x / ops.where(peak > 0, peak, 1.0)
+            return dict(net(x[..., None], training=False))
+
+        return forward
+
+    def _build(self):
+        from .engine import compile_forward, fold, make_forward
+
+        ref = float(self.model.preprocessing.reference_counts)
+        if self.engine == "fast":
+            folded = fold(self.model.keras_model)
+            if folded is not None:
+                fn = compile_forward(
+                    make_forward(folded, reference_counts=ref),
+                    batch_size=self.batch_size,
+                    n_channels=self.n_channels,
+                )
+                if self._verify(fn):
+                    return fn
+            self.engine = "keras"
+        # No XLA here: TensorFlow's own (oneDNN / cuDNN) convolutions are faster than XLA's.
+        return compile_forward(
+            self._keras_forward(), batch_size=self.batch_size, n_channels=self.n_channels, jit=False
+        )
+
+    def _verify(self, fn) -> bool:
+        """Check the fast engine against the Keras model on a few random spectra."""
+        rng = np.random.default_rng(0)
+        n = min(self.batch_size, 4)
+        counts = rng.poisson(rng.uniform(0, 20, (n, self.n_channels))).astype(np.float32)
+        features = self.model.preprocessing.transform(counts)
+        want = self.model.keras_model(features[..., None], training=False)
+        got = fn(_pad(counts, self.batch_size))
+        import keras
+
+        return all(
+            np.allclose(got[k][:n], keras.ops.convert_to_numpy(want[k]), atol=_VERIFY_ATOL)
+            for k in self.outputs
+        )
+
+    @property
+    def function(self):
+        """The compiled function: counts (batch_size, n_channels) float32 -> dict of arrays."""
+        with self._lock:
+            if self._fn is None:
+                self._fn = self._build()
+        return self._fn
+
+    # -- spectra -----------------------------------------------------------------------------
+
+    def predict_counts(self, counts_on_grid) -> dict:
+        """Probabilities for spectra already on the model grid.
+
+        Parameters
+        ----------
+        counts_on_grid : array-like, shape (n, n_channels)
+            Counts per model channel.
+
+        Returns
+        -------
+        dict of output name -> ndarray of float32, shape (n, n_pigments)
+            NaN rows for spectra with no counts.
+        """
+        x = np.asarray(counts_on_grid, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_channels:
+            raise InvalidDataError(f"expected (n, {self.n_channels}) counts, got {x.shape}")
+        fn = self.function
+        n, bs = x.shape[0], self.batch_size
+        out = {k: np.full((n, len(self.model.pigments)), np.nan, np.float32) for k in self.outputs}
+        # Spectra without counts (outside the painting, dead pixels) are NaN: skip their compute.
+        keep = np.flatnonzero(x.sum(axis=1) > 0)
+        if keep.size < n:
+            x = x[keep]
+
+        def one(start):
+            chunk = x[start : start + bs]
+            return start, chunk.shape[0], fn(_pad(chunk, bs))
+
+        starts = range(0, x.shape[0], bs)
+        if self.workers > 1 and len(starts) > 1:
+            # Two calls in flight keep both cores busy between XLA's parallel sections.
+            results = self._executor().map(one, starts)
+        else:
+            results = map(one, starts)
+        for start, size, res in results:
+            rows = keep[start : start + size]
+            for k in self.outputs:
+                out[k][rows] = res[k][:size]
+        return out
+
+    def _executor(self):
+        with self._lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="xrf-pigments")
+        return self._pool
+
+    def predict_spectra(self, counts, energy, *, what: str = "input") -> dict:
+        """Probabilities for spectra on their own energy axis.
+
+        Parameters
+        ----------
+        counts : array-like, shape (n, channels) or (channels,)
+        energy : XRFCube, EnergyAxis or array of keV, shape (channels,)
+
+        Returns
+        -------
+        dict of output name -> ndarray of float32, shape (n, n_pigments)
+        """
+        counts = np.asarray(counts)
+        if counts.ndim == 1:
+            counts = counts[None]
+        grid = self.model.preprocessing.counts_on_grid(counts, energy, what=what)
+        return self.predict_counts(grid)
+
+    # -- cubes -------------------------------------------------------------------------------
+
+    def predict_cube(self, cube: XRFCube, *, rows_per_block: int | None = None):
+        """Predict every pixel of a cube (generator).
+
+        Yields
+        ------
+        Progress
+            After each block of rows (``done``/``total`` in rows). Closing the generator stops
+            between blocks.
+
+        Returns
+        -------
+        PigmentPrediction
+
+        Raises
+        ------
+        CalibrationError
+            Uncalibrated cube, or its energy range misses the model's.
+        InvalidDataError
+            NaN/negative counts, or no counts at all in the model's energy range.
+        """
+        what = cube.name
+        resampler = self.model.preprocessing.resampler(cube.energy, what=what)
+        rows, cols, _ = cube.shape
+        if rows_per_block is None:
+            by_spectra = max(1, math.ceil(max(SPECTRA_PER_BLOCK, 4 * self.batch_size) / cols))
+            rows_per_block = min(by_spectra, default_rows_per_block(cube.shape, cube.dtype))
+        n_p = len(self.model.pigments)
+        maps = {k: np.full((rows, cols, n_p), np.nan, np.float32) for k in self.outputs}
+        _ = self.function  # compile before the first block is read
+
+        items: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def put(item):
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def reader():
+            # Reads and resamples block k+1 while block k is being predicted.
+            try:
+                for sl, block in cube.iter_blocks(rows_per_block):
+                    if stop.is_set():
+                        return
+                    put((sl, resampler(block.reshape(-1, block.shape[-1]))))
+                put(None)
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                put(exc)
+
+        thread = threading.Thread(target=reader, name="xrf-pigments-reader", daemon=True)
+        thread.start()
+        any_counts = False
+        try:
+            yield Progress(0, rows, f"predicting {what}")
+            while True:
+                item = items.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                sl, grid = item
+                result = self.predict_counts(grid)
+                any_counts = any_counts or bool(np.isfinite(result["present"]).any())
+                n_rows = sl.stop - sl.start
+                for k, v in result.items():
+                    maps[k][sl] = v.reshape(n_rows, cols, n_p)
+                yield Progress(sl.stop, rows, f"rows {sl.stop}/{rows}")
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    items.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            thread.join()
+        if not any_counts:
+            lo, hi = self.model.preprocessing.range_keV
+            raise InvalidDataError(
+                f"{what} holds no counts between {lo:.2f} and {hi:.2f} keV (the model's energy "
+                "range): the cube is empty there, or its calibration is wrong"
+            )
+        return PigmentPrediction(maps, self.model.pigments, self.model.name)
+
+
+def _pad(x: np.ndarray, n: int) -> np.ndarray:
+    """Pad ``x`` with zero rows to exactly ``n`` rows (the compiled batch shape)."""
+    if x.shape[0] == n:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    out = np.zeros((n, x.shape[1]), np.float32)
+    out[: x.shape[0]] = x
+    return out
+
+
+def predict_cube(cube: XRFCube, model=None, *, batch_size: int | None = None, engine: str = "auto"):
+    """Pigment maps of ``cube`` (generator yielding Progress, returning PigmentPrediction).
+
+    Parameters
+    ----------
+    cube : XRFCube
+        Counts as numpy, h5py or dask; must be energy-calibrated.
+    model : PigmentModel, str or Path, optional
+        A loaded model or a model directory (default: the shipped model).
+    batch_size : int, optional
+    engine : {"auto", "fast", "keras"}
+    """
+    from .files import PigmentModel, load_model
+
+    if not isinstance(model, PigmentModel):
+        model = load_model(model)
+    kwargs = {"engine": engine}
+    if batch_size:
+        kwargs["batch_size"] = int(batch_size)
+    return (yield from model.predictor(**kwargs).predict_cube(cube))
+
+
+def predict_to_file(
+    cube,
+    out,
+    model=None,
+    *,
+    batch_size: int | None = None,
+    engine: str = "auto",
+    force: bool = False,
+    input_file: str | None = None,
+):
+    """Predict ``cube`` and write its maps file (generator; atomic, nothing left if cancelled).
+
+    Parameters
+    ----------
+    cube : XRFCube, or path of an XRF file (read with :func:`~napari_xrf_pigments.io.open_cube`)
+    out : str or Path
+        Maps file to write (layout: :mod:`napari_xrf_pigments.io.maps`).
+    model : PigmentModel, str or Path, optional
+        Default: the shipped model.
+    force : bool
+        Replace an existing ``out``.
+    input_file : str, optional
+        Recorded as the ``input_file`` root attribute (default: the cube's source).
+
+    Returns
+    -------
+    Path
+    """
+    from .. import __version__
+    from ..io._atomic import check_output_path
+    from ..io.maps import write_maps
+    from .files import PigmentModel, load_model
+
+    check_output_path(out, force=force)  # fail before hours of work, not after
+    if not isinstance(cube, XRFCube):
+        from ..io import open_cube
+
+        input_file = input_file or str(cube)
+        cube = open_cube(cube)
+    if not isinstance(model, PigmentModel):
+        model = load_model(model)
+    result = yield from predict_cube(cube, model, batch_size=batch_size, engine=engine)
+    root = {
+        "kind": "pigment",
+        "model": str(model.path) if model.path else model.name,
+        "model_name": model.name,
+        "input_file": input_file or cube.source or "",
+        "preprocessing_version": int(model.preprocessing.version),
+        "package_version": __version__,
+    }
+    return write_maps(Path(out), result.to_maps(), root, force=force)

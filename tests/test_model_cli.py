@@ -1,0 +1,76 @@
+"""`xrf-pigments train / evaluate / predict` end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from _model_data import ENERGY, make_set, nexus_cube, tiny_trained, write_set  # noqa: E402
+from napari_xrf_pigments.cli import main  # noqa: E402
+from napari_xrf_pigments.io.maps import read_maps  # noqa: E402
+from napari_xrf_pigments.model import files  # noqa: E402
+
+
+def test_cli_train_writes_a_model(tmp_path, capsys):
+    data = write_set(tmp_path / "train.h5", n=100)
+    out = tmp_path / "model"
+    rc = main(["train", "--data", str(data), "--out", str(out), "--folds", "2", "--epochs", "1",
+               "--seed", "4", "--batch-size", "32"])
+    assert rc == 0
+    printed = capsys.readouterr()
+    assert "Present (any layer)" in printed.out and f"model written to {out}" in printed.out
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["folds"] == 2 and meta["training"]["seed"] == 4
+    assert meta["training"]["command"].startswith("xrf-pigments")
+    assert meta["n_parameters"] > 0 and (out / "model.keras").is_file()
+    assert main(["train", "--data", str(data), "--out", str(out)]) == 2  # exists, no --force
+    assert "--force" in capsys.readouterr().err
+
+
+def test_cli_evaluate_prints_table_and_json(tmp_path, capsys):
+    _, model_dir = tiny_trained()
+    data = write_set(tmp_path / "test.h5", n=100, seed=21)
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(data), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "Present (any layer)" in "\n".join(lines) and "Alpha (AA)" in "\n".join(lines)
+    result = json.loads(lines[-1])
+    assert result["n_spectra"] == 100 and result["present"]["AA"]["f1"] > 0.8
+    assert "top_assignment_accuracy" in result["summary"]
+
+
+def test_cli_predict_writes_maps(tmp_path, capsys):
+    _, model_dir = tiny_trained()
+    spectra, _, _ = make_set(12, seed=8)
+    cube = nexus_cube(tmp_path / "cube.h5", spectra.reshape(3, 4, -1), ENERGY)
+    out = tmp_path / "maps.h5"
+    argv = ["predict", str(cube), "--out", str(out), "--model", str(model_dir), "--batch-size", "8"]
+    assert main(argv) == 0
+    maps, root = read_maps(out)
+    assert maps["AA"][0].shape == (3, 4) and maps["AA"][1]["kind"] == "pigment"
+    assert root["input_file"] == str(cube) and root["model"] == str(model_dir)
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err
+    assert main(argv + ["--force"]) == 0
+
+
+def test_cli_predict_without_a_default_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(files, "DEFAULT_MODEL_DIR", tmp_path / "default")
+    assert main(["predict", str(tmp_path / "cube.h5"), "--out", str(tmp_path / "m.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no default pigment model is installed" in err
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_cli_training_data_without_labels(tmp_path, capsys):
+    import h5py
+
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as f:
+        f["spectra"] = np.ones((30, 300), np.float32)
+        f["energy"] = ENERGY
+        f.attrs["pigments"] = "[]"
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "m")]) == 2
+    assert "no labels" in capsys.readouterr().err

@@ -1,0 +1,146 @@
+"""Training (k-fold CV, early stopping), metrics (paper Eq. 3-6) and evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from _model_data import ENERGY, PIGMENTS, TINY_ARCH, make_set, tiny_trained, write_set  # noqa: E402
+from napari_xrf_pigments.errors import InvalidDataError, UnreadableFileError  # noqa: E402
+from napari_xrf_pigments.model.metrics import (  # noqa: E402
+    binary_metrics,
+    evaluate_predictions,
+    format_table,
+    top1_accuracy,
+    top_assignment_accuracy,
+)
+from napari_xrf_pigments.model.training import augment, evaluate, split_indices, train  # noqa: E402
+from napari_xrf_pigments.progress import run  # noqa: E402
+from napari_xrf_pigments.trainset import TrainingSet, write_training_set  # noqa: E402
+
+
+def test_tiny_training_really_learns():
+    result, _ = tiny_trained()
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.5 * losses[0]
+    summary = result.metrics["summary"]
+    # Chance level: always "present" gives F1 = 2p/(1+p) ~ 0.57 at prevalence p ~ 0.4.
+    assert summary["present_f1_min"] > 0.85
+    assert summary["top_f1_min"] > 0.8
+    assert summary["top_assignment_accuracy"] > 0.85
+    assert result.metrics["n_spectra"] == 120  # 20 % of 600
+
+
+def test_training_yields_progress_per_epoch():
+    result, _ = tiny_trained()
+    steps = result.progress
+    assert steps[0].done == 0
+    epochs = [s for s in steps if s.info]
+    assert len(epochs) == len(result.history)
+    assert all("loss" in s.info and "val_loss" in s.info for s in epochs)
+    assert steps[-1].done == steps[-1].total == 10
+    assert [s.done for s in steps] == sorted(s.done for s in steps)
+
+
+def test_split_is_seeded_disjoint_and_80_20():
+    test, pairs = split_indices(100, folds=5, seed=3)
+    again, _ = split_indices(100, folds=5, seed=3)
+    np.testing.assert_array_equal(test, again)
+    assert test.size == 20 and len(pairs) == 5
+    vals = np.concatenate([v for _, v in pairs])
+    assert np.unique(vals).size == 80 and not set(vals) & set(test)
+    for tr, va in pairs:
+        assert not set(tr) & set(va) and tr.size + va.size == 80
+    _, single = split_indices(100, folds=1, seed=3)
+    assert len(single) == 1 and single[0][1].size == 16
+    with pytest.raises(InvalidDataError, match="too few"):
+        split_indices(8, folds=5, seed=0)
+
+
+def test_augmentation_changes_count_level_and_shifts():
+    rng = np.random.default_rng(0)
+    counts = np.tile(np.linspace(1, 100, 50, dtype=np.float32) * 100, (200, 1))
+    out = augment(counts, rng, count_range=(1e3, 1e4))
+    totals = out.sum(axis=1)
+    assert totals.min() > 800 and totals.max() < 1.2e4
+    peaks = np.argmax(augment(np.eye(50, dtype=np.float32)[[25] * 100] * 1e3, rng, max_shift=2), axis=1)
+    assert set(peaks) <= {23, 24, 25, 26, 27} and len(set(peaks)) > 1
+
+
+def test_training_needs_labels(tmp_path):
+    import h5py
+
+    path = tmp_path / "nolabels.h5"
+    with h5py.File(path, "w") as f:
+        f["spectra"] = np.ones((50, 300), np.float32)
+        f["energy"] = ENERGY
+        f.attrs["pigments"] = json.dumps([{"abbreviation": "AA", "name": "Alpha"}])
+    with pytest.raises(UnreadableFileError, match="no labels"):
+        run(train(path, epochs=1))
+    spectra, present, _ = make_set(50)
+    data = TrainingSet(spectra, ENERGY, present, None, tuple(PIGMENTS))
+    with pytest.raises(InvalidDataError, match="top"):
+        run(train(data, top_head=True, epochs=1))
+
+
+def test_binary_metrics_follow_eq_3_to_6():
+    truth = np.array([[1, 0], [1, 0], [0, 0], [0, 1]], bool)
+    score = np.array([[0.9, 0.1], [0.2, 0.6], [0.7, 0.2], [0.1, 0.3]])
+    m = binary_metrics(truth, score)
+    # pigment 0: TP 1, FN 1, FP 1, TN 1
+    assert m["accuracy"][0] == 0.5 and m["sensitivity"][0] == 0.5 and m["precision"][0] == 0.5
+    assert m["f1"][0] == 0.5
+    # pigment 1: TP 0, FN 1, FP 1, TN 2 -> precision 0/1 = 0, F1 undefined (0/0)
+    assert m["precision"][1] == 0 and math.isnan(m["f1"][1])
+    assert top_assignment_accuracy(truth, truth, score) == pytest.approx(1 / 3)
+    assert top1_accuracy(truth, score) == pytest.approx(2 / 3)
+
+
+def test_metrics_json_and_table():
+    truth = np.array([[1, 0], [0, 1], [1, 1]], bool)
+    res = evaluate_predictions(PIGMENTS[:2], truth, truth * 0.9, truth, truth * 0.8)
+    text = json.dumps(res, allow_nan=False)
+    assert json.loads(text)["present"]["AA"]["f1"] == 1.0
+    table = format_table(res, title="T")
+    lines = table.splitlines()
+    assert lines[0] == "T" and "Present (any layer)" in lines[1] and "Top layer" in lines[1]
+    assert "Alpha (AA)" in table and "top-layer assignment accuracy 1.000" in table
+    assert len({len(line) for line in lines[1:5]}) == 1  # aligned columns
+
+
+def test_evaluate_scores_held_out_data(tmp_path):
+    result, model_dir = tiny_trained()
+    path = write_set(tmp_path / "test.h5", n=200, seed=11)
+    metrics = run(evaluate(model_dir, path))
+    assert metrics["n_spectra"] == 200
+    assert metrics["summary"]["present_f1_min"] > 0.85
+    assert metrics["model"] == str(model_dir) and metrics["data"] == str(path)
+
+
+def test_evaluate_needs_labels_for_every_model_pigment(tmp_path):
+    _, model_dir = tiny_trained()
+    spectra, present, top = make_set(20)
+    path = write_training_set(
+        tmp_path / "other.h5", spectra, ENERGY, present, top,
+        [("AA", "a"), ("BB", "b"), ("CC", "c"), ("VM", "Vermilion")],
+    )
+    with pytest.raises(InvalidDataError, match="no labels for DD"):
+        run(evaluate(model_dir, path))
+
+
+@pytest.mark.slow
+def test_k_fold_keeps_the_best_fold():
+    spectra, present, top = make_set(300, seed=4)
+    data = TrainingSet(spectra, ENERGY, present, top, tuple(PIGMENTS))
+    result = run(train(data, folds=3, epochs=3, patience=2, seed=2, batch_size=32,
+                       architecture=TINY_ARCH, augment_counts=(1e3, 1e5), augment_shift_keV=0.04))
+    assert len(result.folds) == 3
+    best = min(result.folds, key=lambda f: f["best_val_loss"])
+    assert result.best_fold == best["fold"]
+    meta = result.model.metadata["training"]
+    assert meta["best_fold"] == best["fold"] and meta["augmentation"]["shift_channels"] == 1

@@ -61,8 +61,12 @@ def run(job: ProgressJob, callback: Callable[[Progress], Any] | None = None):
         return stop.value
 
 
-def run_with_tqdm(job: ProgressJob, desc: str = "", disable: bool | None = None):
-    """Drive a job with a tqdm progress bar on stderr and return its result."""
+def run_with_tqdm(job: ProgressJob, desc: str = "", disable: bool = False):
+    """Drive a job with a tqdm progress bar on stderr and return its result.
+
+    The bar is shown on non-terminals too (tqdm's ``disable=None`` would hide it), so batch
+    logs keep the progress; pass ``disable=True`` to silence it.
+    """
     from tqdm.auto import tqdm
 
     bar = tqdm(desc=desc, disable=disable, unit="", dynamic_ncols=True)

@@ -118,6 +118,55 @@ def _cmd_mockup(args) -> int:
     return 0
 
 
+# -- element maps: fit ---------------------------------------------------------------------------
+
+
+def _cmd_fit(args) -> int:
+    from .errors import InvalidDataError
+    from .fitting import fit_to_file_job, suggest_elements
+    from .io import open_cube
+    from .io._atomic import check_output_path
+    from .progress import run_with_tqdm
+
+    if args.config is not None and (args.tube or args.kv or args.excitation):
+        raise InvalidDataError(
+            "--tube, --kv and --excitation go with --elements; a .cfg sets its own excitation"
+        )
+    check_output_path(args.out, force=args.force)  # fail now, not after the fit
+    cube = open_cube(args.cube)
+    elements = args.elements
+    if args.config is None and elements is None:
+        found = suggest_elements(
+            cube.energy.energies(), cube.sum_spectrum(),
+            tube=args.tube, kv=args.kv, excitation_keV=args.excitation,
+        )
+        if not found:
+            raise InvalidDataError(
+                "no element peaks found in the sum spectrum; give --elements or --config"
+            )
+        elements = [s.group for s in found]
+        print(f"fitting the elements found in the sum spectrum: {', '.join(elements)}", file=sys.stderr)
+    job = fit_to_file_job(
+        cube,
+        args.out,
+        args.config,
+        elements=elements,
+        tube=args.tube,
+        kv=args.kv,
+        excitation_keV=args.excitation,
+        weight=args.weight,
+        refit=not args.no_refit,
+        workers=args.workers,
+        calibration=args.calibration,
+        force=args.force,
+    )
+    result = run_with_tqdm(job, desc="fit (spectra)")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"element maps written to {args.out}: {', '.join(result.groups)}")
+    return 0
+
+
 # -- pigment model: train / evaluate / predict ------------------------------------------------
 
 
@@ -189,7 +238,7 @@ def _cmd_evaluate(args) -> int:
     metrics = run_with_tqdm(
         evaluate(args.model, args.data, threshold=args.threshold, batch_size=args.batch_size),
         desc="evaluate",
-        disable=args.json or None,
+        disable=args.json,
     )
     print(format_table(metrics, title=f"{metrics['model']} on {metrics['data']}"))
     if args.json:
@@ -211,6 +260,33 @@ def _cmd_predict(args) -> int:
         desc="predict (rows)",
     )
     print(f"pigment maps written to {path}")
+    return 0
+
+
+def _cmd_finetune(args) -> int:
+    _quiet_tensorflow()
+    from .model.files import load_model
+    from .model.finetuning import check_finetune_output, finetune_to_dir
+    from .progress import run_with_tqdm
+
+    base = load_model(args.model)  # no --model: the shipped model, or a one-line error
+    check_finetune_output(args.out, base.path, force=args.force)  # fail now, not after training
+    epochs = {} if args.epochs is None else {"epochs": args.epochs, "head_epochs": args.epochs}
+    job = finetune_to_dir(
+        args.out, base, args.cube, args.labels, force=args.force,
+        command="xrf-pigments " + " ".join(sys.argv[1:]),
+        fraction=args.fraction, seed=args.seed, name=args.name, **epochs,
+    )
+    result, path = run_with_tqdm(job, desc="finetune (epochs)")
+    for note in result.model.metadata["training"]["labels"].get("notes") or []:
+        print(f"note: {note}", file=sys.stderr)
+    split = result.split
+    print(result.table(
+        title=f"{base.name} before and after finetuning on {split['n_finetune']} of "
+              f"{split['n_labelled']} labelled pixels (seed {split['seed']}); test: the other "
+              f"{split['n_test']}"
+    ))
+    print(f"finetuned model written to {path}")
     return 0
 
 
@@ -249,6 +325,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_mockup)
+
+    p = sub.add_parser("fit", help="element maps: PyMca fast linear fit of every spectrum of a cube")
+    p.add_argument("cube", help="XRF cube file")
+    p.add_argument("--out", required=True, help="maps file to write (.h5)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--config", default=None, help="PyMca fit configuration (.cfg)")
+    what.add_argument("--elements", default=None,
+                      help="elements to fit, e.g. Ca,Cr,Fe,Pb or 'Pb L,Pb M' (lines K/L/M chosen "
+                           "from the energy range); default: those found in the sum spectrum")
+    p.add_argument("--tube", default=None, help="X-ray tube anode, e.g. Rh (its lines are fitted as scatter)")
+    p.add_argument("--kv", type=float, default=None,
+                   help="tube voltage in kV (edges above it are not excited)")
+    p.add_argument("--excitation", type=float, default=None,
+                   help="monochromatic beam energy in keV (adds Rayleigh/Compton peaks)")
+    p.add_argument("--weight", type=int, choices=(0, 1, 2), default=0,
+                   help="least-squares weights: 0 none (default, as PyMca's batch), 1 from the sum "
+                        "spectrum, 2 per spectrum (slow)")
+    p.add_argument("--no-refit", action="store_true", help="keep negative peak areas (no refit)")
+    p.add_argument("--calibration", choices=("cube", "config"), default="cube",
+                   help="energy calibration to use with --config: the cube's (default) or the .cfg's")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: one per CPU; 0: fit in this process)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_fit)
 
     from .model.defaults import THRESHOLD, TRAIN_DEFAULTS as D
 
@@ -291,6 +391,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="spectra per inference call")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_predict)
+
+    from .model.defaults import FINETUNE_DEFAULTS as F
+
+    p = sub.add_parser("finetune", help="finetune a pigment model on labelled pixels of a mock-up")
+    p.add_argument("--cube", required=True, help="XRF cube of the labelled mock-up")
+    p.add_argument("--labels", required=True,
+                   help="labels file (.json, shapes drawn in napari) or ground-truth file (.h5, "
+                        "from `xrf-pigments mockup --truth`)")
+    p.add_argument("--out", required=True, help="model directory to write (never the base model)")
+    p.add_argument("--model", default=None, help="base model directory (default: the shipped model)")
+    p.add_argument("--fraction", type=float, default=F["fraction"],
+                   help=f"share of labelled pixels to finetune on; the rest is the test set "
+                        f"(default {F['fraction']})")
+    p.add_argument("--seed", type=int, default=F["seed"], help=f"random seed (default {F['seed']})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"most epochs per stage (default {F['epochs']}; early stopping ends sooner)")
+    p.add_argument("--name", default=None, help="model name stored in its metadata")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=_cmd_finetune)
 
     return parser
 

@@ -3,7 +3,7 @@
 Layout (format ``napari-xrf-pigments/maps``, version 1)::
 
     /maps/<name>   (rows, columns) float32, one dataset per map; attributes:
-                     kind   "element" or "pigment"
+                     kind   "element", "pigment", "scatter" (tube lines) or "fit-statistic"
                      unit   e.g. "probability", "counts"
                      ...    stage-specific (pigment maps: abbreviation, pigment, layer)
     root attributes: format, format_version, software, version, plus the caller's provenance
@@ -24,7 +24,7 @@ from ..errors import InvalidDataError, UnreadableFileError
 
 MAPS_FORMAT = "napari-xrf-pigments/maps"
 MAPS_VERSION = 1
-MAP_KINDS = ("element", "pigment")
+MAP_KINDS = ("element", "pigment", "scatter", "fit-statistic")
 
 
 def _attr_value(value):

@@ -14,6 +14,11 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def normal_permissions(path) -> None:
+    """Give a file or folder made by mkstemp/mkdtemp (private, 0600/0700) the usual permissions."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
+
+
 def check_output_path(path, *, force: bool = False) -> Path:
     """Refuse an existing output unless ``force``; make sure its folder exists.
 
@@ -43,8 +48,7 @@ def atomic_output(path, *, force: bool = False):
     tmp = Path(tmp)
     try:
         yield tmp
-        # mkstemp creates the file private (0600); give it the permissions of a normal file.
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        normal_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

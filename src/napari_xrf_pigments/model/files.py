@@ -215,7 +215,7 @@ def save_model(
     """
     import keras
 
-    from ..io._atomic import check_output_path
+    from ..io._atomic import check_output_path, normal_permissions
 
     pigments = as_pigment_labels(pigments)
     meta = build_metadata(
@@ -232,6 +232,7 @@ def save_model(
         clean.save(tmp / WEIGHTS_FILE)
         text = json.dumps(_jsonable(meta), indent=1, allow_nan=False)
         (tmp / METADATA_FILE).write_text(text, encoding="utf-8")
+        normal_permissions(tmp)
         if path.exists():
             # Move the old model aside first, so a crash never leaves a half-replaced folder.
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

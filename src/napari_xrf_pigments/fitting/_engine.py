@@ -282,21 +282,19 @@ class _Pool:
         self.executor.shutdown(wait=False)
 
     def close(self, kill: bool):
-        """Join the workers; ``kill``: terminate them first (cancel, error)."""
+        """Join the workers; ``kill`` (cancel, error): drop the chunks not yet started.
+
+        Chunks in progress are short (about 0.1 s), so they are waited for rather than the
+        workers terminated: a worker killed while sending its result leaves the executor's
+        manager thread blocked on a half-written message, which hangs interpreter exit.
+        """
         self._remember_processes()
-        if kill:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            for p in self.processes:
-                if p.is_alive():
-                    p.terminate()
-        else:
-            self.executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True, cancel_futures=kill)
         for p in self.processes:
             p.join(timeout=10)
-            if p.is_alive():  # pragma: no cover - a worker ignoring SIGTERM
+            if p.is_alive():  # pragma: no cover - a worker that does not exit
                 p.kill()
                 p.join(timeout=5)
-        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _result(future):

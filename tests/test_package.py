@@ -43,7 +43,9 @@ def test_readme_has_exactly_the_two_commands():
         sys.path.pop(0)
     commands = readme_commands((PROJECT_ROOT / "README.md").read_text(encoding="utf-8"))
     assert sorted(commands) == ["main", "test"]
-    assert "pytest" in commands["test"] and ".ci/system-packages.sh" in commands["test"]
+    assert ".ci/system-packages.sh" in commands["test"]
+    # Every test runs: the non-GUI and the GUI halves.
+    assert '-m pytest -m "not gui"' in commands["test"] and "-m pytest -m gui" in commands["test"]
 
 
 @pytest.mark.slow

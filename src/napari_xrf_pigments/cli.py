@@ -406,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {F['fraction']})")
     p.add_argument("--seed", type=int, default=F["seed"], help=f"random seed (default {F['seed']})")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"most epochs per stage (default {F['epochs']}; early stopping ends sooner)")
+                   help=f"most epochs of each stage (default {F['head_epochs']} for the dense head, "
+                        f"{F['epochs']} for all layers; early stopping ends sooner)")
     p.add_argument("--name", default=None, help="model name stored in its metadata")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=_cmd_finetune)

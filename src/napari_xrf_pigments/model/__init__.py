@@ -7,6 +7,7 @@ Submodules load Keras (and TensorFlow) only when used; importing this package do
 - :mod:`.metrics` -- per-pigment accuracy, sensitivity, precision, F1; Table-3 layout
 - :mod:`.files` -- :func:`save_model`, :func:`load_model` (cached, safe_mode)
 - :mod:`.predict` -- :class:`Predictor`, :func:`predict_cube`, :func:`predict_to_file`
+- :mod:`.finetuning` -- :func:`finetune` (two-stage transfer learning on labelled pixels)
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ _EXPORTS = {
     "Predictor": "predict",
     "predict_cube": "predict",
     "predict_to_file": "predict",
+    "finetune": "finetuning",
+    "FinetuneResult": "finetuning",
+    "format_comparison": "finetuning",
 }
 
 __all__ = sorted(_EXPORTS)

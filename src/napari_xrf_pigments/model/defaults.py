@@ -17,3 +17,20 @@ AUGMENT_SHIFT_KEV = 0.02
 
 #: Probability at or above which a pigment counts as predicted (metrics, evaluate).
 THRESHOLD = 0.5
+
+#: :func:`~napari_xrf_pigments.model.finetuning.finetune` (paper sections 2.3-2.4): 20 % of the
+#: labelled pixels finetune, 80 % test; a validation slice of the finetuning part drives early
+#: stopping. Stage 1 trains the dense head(s) only, stage 2 every layer at Adam 5e-4, the
+#: batch normalisations keeping their pretrained statistics (``train_batchnorm``).
+FINETUNE_DEFAULTS = {
+    "fraction": 0.2,
+    "seed": 0,
+    "validation_fraction": 0.2,
+    "head_epochs": 50,
+    "head_learning_rate": 1e-3,
+    "epochs": 100,
+    "learning_rate": 5e-4,
+    "batch_size": 64,
+    "patience": 10,
+    "train_batchnorm": False,
+}

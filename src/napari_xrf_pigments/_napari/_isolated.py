@@ -1,0 +1,308 @@
+"""Jobs run in a child process, so that TensorFlow never loads into napari's process.
+
+Why: TensorFlow carries its own LLVM (XLA), and Mesa's OpenGL drivers (llvmpipe under Xvfb and
+on many Linux desktops, radeonsi on AMD GPUs) load the system's libLLVM. The two in one process
+crash: a segmentation fault in the first XLA-compiled call once napari has an OpenGL context,
+an invalid ``free()`` at exit, or a crash creating a context after TensorFlow was imported.
+A child process also keeps TensorFlow's Python-side work off napari's GIL and can be stopped
+at once.
+
+:func:`isolated` is itself a job (a generator yielding Progress, see
+:mod:`napari_xrf_pigments.progress`): it relays the child job's progress and returns its
+result, so :class:`~._jobs.JobRunner` runs it like any other. The child stays up between jobs
+(TensorFlow imported, models loaded and compiled) until it has been idle for ten minutes;
+cancelling a job stops it. This module imports neither Qt nor napari (the child imports it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import pickle
+import threading
+import traceback
+from pathlib import Path
+
+from ..errors import XRFPigmentsError
+
+#: Seconds between checks for a message from the child; also how often the job yields None,
+#: the chance for a runner to stop it while the child works without reporting.
+HEARTBEAT_S = 0.1
+#: The child exits after this long without a job (it holds TensorFlow and the loaded models).
+IDLE_EXIT_S = 600.0
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class ChildProcessFailed(XRFPigmentsError):
+    """The child process died, or its job raised an error that is not one of ours."""
+
+
+class _Server:
+    """One long-lived child process that runs jobs one after the other.
+
+    It keeps TensorFlow imported and models loaded and compiled between runs (the first run
+    pays for them). Stopping a running job stops the process; the next job starts a new one.
+    """
+
+    def __init__(self):
+        self.process = None
+        self.connection = None
+        self.lock = threading.Lock()
+
+    def _start(self):
+        parent, child = _SPAWN.Pipe(duplex=True)
+        self.process = _SPAWN.Process(
+            target=_serve, args=(child, IDLE_EXIT_S), name="xrf-pigments-server", daemon=True
+        )
+        self.process.start()
+        child.close()  # the child holds the only other end: EOF once it is gone
+        self.connection = parent
+
+    def stop(self):
+        """Stop the child process (a running job is killed)."""
+        process, connection, self.process, self.connection = self.process, self.connection, None, None
+        if connection is not None:
+            connection.close()
+        if process is None:
+            return
+        if process.is_alive():
+            process.terminate()
+            process.join(5)
+            if process.is_alive():  # pragma: no cover - a child ignoring SIGTERM
+                process.kill()
+        process.join(5)
+
+    def run(self, target, args, kwargs):
+        # One job at a time: a second caller waits here (and can still be cancelled).
+        while not self.lock.acquire(timeout=HEARTBEAT_S):
+            yield None
+        finished = False
+        try:
+            if self.process is None or not self.process.is_alive():
+                self.stop()
+                self._start()
+            connection, process = self.connection, self.process
+            _send(connection, (target, args, kwargs))
+            while True:
+                if not connection.poll(HEARTBEAT_S):
+                    if not process.is_alive() and not connection.poll(0):
+                        raise _died(process)
+                    yield None
+                    continue
+                try:
+                    kind, payload = _recv(connection)
+                except EOFError:
+                    process.join(5)
+                    raise _died(process) from None
+                if kind == "progress":
+                    yield payload
+                elif kind == "result":
+                    finished = True
+                    return payload
+                else:
+                    finished = True
+                    raise _error(payload)
+        finally:
+            if not finished:
+                # Cancelled (closed) or broken in the middle of a job: the child may be deep in
+                # TensorFlow; stopping the process is the only prompt way out.
+                self.stop()
+            self.lock.release()
+
+
+_SERVER = _Server()
+
+
+def shutdown(timeout: float = 10.0):
+    """Stop the child process (after its current job, or at once after ``timeout`` s).
+
+    It also stops by itself when idle, and when napari exits.
+    """
+    locked = _SERVER.lock.acquire(timeout=timeout)
+    try:
+        _SERVER.stop()
+    finally:
+        if locked:
+            _SERVER.lock.release()
+
+
+def isolated(target: str, *args, **kwargs):
+    """Job: run the job ``target(*args, **kwargs)`` in the child process.
+
+    Parameters
+    ----------
+    target : str
+        ``"module:function"`` of a job function; the module must not import Qt or napari.
+    args, kwargs
+        Picklable arguments.
+
+    Yields
+    ------
+    Progress or None
+        The child's progress; None between messages (a chance to cancel).
+
+    Returns
+    -------
+    The child job's result (pickled back).
+
+    Raises
+    ------
+    XRFPigmentsError
+        The child's error of this package (same message), or :class:`ChildProcessFailed`.
+    """
+    return (yield from _SERVER.run(target, args, kwargs))
+
+
+def _send(connection, obj):
+    """Send ``obj`` with numpy arrays as out-of-band buffers (pickle protocol 5).
+
+    Copying a big array into a pickle holds the GIL for the whole copy (a frozen GUI while a
+    cube goes to the child); writing its buffer straight to the pipe releases it at each write.
+    """
+    buffers = []
+    header = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    connection.send_bytes(header)
+    connection.send(len(buffers))
+    for buffer in buffers:
+        connection.send_bytes(buffer.raw())
+
+
+def _recv(connection):
+    header = connection.recv_bytes()
+    buffers = [connection.recv_bytes() for _ in range(connection.recv())]
+    return pickle.loads(header, buffers=buffers)
+
+
+def _died(process) -> ChildProcessFailed:
+    return ChildProcessFailed(f"the worker process stopped unexpectedly (exit code {process.exitcode})")
+
+
+def _error(info) -> XRFPigmentsError:
+    if info["ours"]:
+        return XRFPigmentsError(info["message"])
+    return ChildProcessFailed(f"{info['type']}: {info['message']}\n{info['traceback']}")
+
+
+#: The child runs at a lower CPU priority: on a machine with few cores, TensorFlow's threads
+#: would otherwise take the CPU from napari's GUI thread (a stalled viewer while predicting).
+CHILD_NICENESS = 5
+
+
+def _serve(connection, idle_exit_s):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ log lines in napari's terminal
+    if hasattr(os, "nice"):
+        try:
+            os.nice(CHILD_NICENESS)
+        except OSError:  # pragma: no cover - not allowed here: run at normal priority
+            pass
+    try:
+        while connection.poll(idle_exit_s):
+            try:
+                target, args, kwargs = _recv(connection)
+            except EOFError:  # napari went away
+                return
+            _run_one(connection, target, args, kwargs)
+    finally:
+        connection.close()
+
+
+def _run_one(connection, target, args, kwargs):
+    try:
+        module, name = target.split(":")
+        job = getattr(importlib.import_module(module), name)(*args, **kwargs)
+        while True:
+            try:
+                step = next(job)
+            except StopIteration as stop:
+                _send(connection, ("result", stop.value))
+                return
+            _send(connection, ("progress", step))
+    except Exception as exc:  # noqa: BLE001 - everything goes back to the parent
+        lines = str(exc).strip().splitlines()
+        _send(connection, ("error", {
+            "ours": isinstance(exc, XRFPigmentsError),
+            "type": type(exc).__name__,
+            "message": str(exc) if isinstance(exc, XRFPigmentsError) else (lines[0] if lines else ""),
+            "traceback": traceback.format_exc(limit=-8),
+        }))
+
+
+# -- what the pigment widget runs in the child -------------------------------------------------
+
+
+def portable_cube(cube):
+    """What the child needs to get ``cube``: its file (re-opened there) or the cube itself.
+
+    A cube read from a file is opened again in the child, as ``xrf-pigments predict`` opens it
+    (h5py datasets cannot be pickled, and large cubes are not copied); the energy axis goes
+    along, so a calibration made in napari applies. In-memory cubes are pickled.
+    """
+    source = getattr(cube, "source", None)
+    if source and Path(source).is_file():
+        return {"path": str(source), "energy": cube.energy, "shape": tuple(cube.shape)}
+    return {"cube": cube}
+
+
+def _open_portable(spec):
+    if "cube" in spec:
+        return spec["cube"]
+    import dataclasses
+
+    from ..io import open_cube
+
+    cube = open_cube(spec["path"])
+    if tuple(cube.shape) != tuple(spec["shape"]):
+        raise XRFPigmentsError(
+            f"{spec['path']} changed on disk since it was opened (now {cube.shape}, "
+            f"was {spec['shape']}); open it again"
+        )
+    return dataclasses.replace(cube, energy=spec["energy"])
+
+
+def predict_job(cube_spec, model_path=None, *, device: str | None = None):
+    """Child job: load the model and predict the cube, as ``xrf-pigments predict`` does.
+
+    ``device="CPU"`` keeps the network on the CPU when a GPU is present.
+
+    Returns
+    -------
+    (PigmentPrediction, model name)
+    """
+    from ..model.files import load_model
+    from ..model.predict import DEFAULT_BATCH_CPU, predict_cube
+    from ..progress import Progress
+
+    cube = _open_portable(cube_spec)
+    yield Progress(0, cube.shape[0], "loading the model")
+    model = load_model(model_path)
+    if device != "CPU":
+        prediction = yield from predict_cube(cube, model)
+        return prediction, model.name
+    import tensorflow as tf
+
+    with tf.device("/CPU:0"):
+        prediction = yield from predict_cube(cube, model, batch_size=DEFAULT_BATCH_CPU, engine="fast")
+    return prediction, model.name
+
+
+def gpu_job():
+    """Child job: whether the Keras backend sees a GPU."""
+    from ..model.predict import gpu_available
+    from ..progress import Progress
+
+    yield Progress(0, 1, "looking for a GPU")
+    return gpu_available()
+
+
+def gpu_device_present() -> bool:
+    """A cheap guess, without TensorFlow: could this machine have a GPU for it?
+
+    NVIDIA (``/dev/nvidia*``), ROCm (``/dev/kfd``) or macOS (Metal). Only then is TensorFlow
+    asked, in a child process.
+    """
+    import sys
+
+    if sys.platform == "darwin":
+        return True
+    return any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd"))

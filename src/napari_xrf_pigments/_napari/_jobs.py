@@ -1,0 +1,317 @@
+"""Running core jobs from widgets: one thread worker at a time, napari progress, cancel.
+
+A core job is a generator yielding :class:`~napari_xrf_pigments.progress.Progress` and returning
+its result (:mod:`napari_xrf_pigments.progress`). :class:`JobRunner` runs one in a napari
+thread worker, mirrors its progress in a ``napari.utils.progress`` bar (the activity dock) and
+in a callback for the widget's status line, and stops it on Cancel or when the viewer window
+closes: the job is *closed* in its own thread, so its ``finally`` blocks remove worker
+processes and partial output. A second start while a job runs is refused with a message.
+Results and errors reach the widget on the main thread only (Qt queued signals).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import weakref
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from napari.utils.progress import progress
+from qtpy.QtCore import QEvent, QObject, QTimer
+from superqt.utils._qthreading import GeneratorWorker
+
+from ..errors import XRFPigmentsError
+
+log = logging.getLogger(__name__)
+
+
+def error_message(exc: BaseException) -> str:
+    """A one-line message for a user: ours as written, others with their type."""
+    if isinstance(exc, XRFPigmentsError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class JobWorker(GeneratorWorker):
+    """A generator worker that closes its generator when it stops, in the worker thread.
+
+    superqt's worker just stops iterating on ``quit()``; closing runs the job's cleanup
+    (``GeneratorExit`` at its current ``yield``) at once instead of whenever it is collected.
+    It also reports a ``RuntimeError`` raised by the job (e.g. ``FitError``) as an error:
+    superqt would take it for "worker deleted" and never emit ``finished``.
+    """
+
+    def work(self):
+        try:
+            while True:
+                if self.abort_requested:
+                    self.aborted.emit()
+                    return None
+                try:
+                    step = next(self._gen)
+                except StopIteration as stop:
+                    return stop.value
+                self.yielded.emit(step)
+        finally:
+            self._gen.close()
+
+
+def _drive(factory, args, kwargs):
+    # The job is built here, in the worker thread: building may be slow (loading a model,
+    # reading a PyMca configuration) and must not block the GUI.
+    return (yield from factory(*args, **kwargs))
+
+
+def _release(worker):
+    """Disconnect a finished worker's signals.
+
+    superqt keeps a finished worker in its registry until a later event, and its connections
+    (to the widget, to napari's task list) must not keep a closed viewer alive.
+    """
+    for name in ("started", "yielded", "returned", "errored", "warned", "aborted", "finished"):
+        try:
+            getattr(worker, name).disconnect()
+        except (TypeError, RuntimeError):  # nothing connected, or already deleted
+            pass
+
+
+class _CloseWatcher(QObject):
+    """Cancels the runner's job when the window holding the widget closes for good."""
+
+    def __init__(self, runner, window):
+        # A Qt child of the window holding no Python reference to it: a strong one would keep
+        # a closed viewer alive (window -> child -> window).
+        super().__init__(window)
+        self._runner = weakref.ref(runner)
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Close:
+            # The close may still be refused (napari asks about running tasks): decide once the
+            # event has been handled. Not a slot of this object: it dies with the window; and
+            # the window is held weakly, a pending check must not keep a closed viewer alive.
+            runner, window = self._runner, weakref.ref(obj)
+            QTimer.singleShot(0, lambda: _after_close(runner, window))
+        return False
+
+
+def _after_close(runner_ref, window_ref):
+    runner, window = runner_ref(), window_ref()
+    if runner is None:
+        return
+    try:
+        still_open = window is not None and window.isVisible()
+    except RuntimeError:  # the window is already deleted
+        still_open = False
+    if not still_open:
+        runner.cancel(reason="the viewer was closed")
+
+
+class JobRunner:
+    """Runs one job at a time for a widget.
+
+    Parameters
+    ----------
+    widget : QWidget
+        The widget's native Qt widget: its window is watched, so closing the viewer cancels
+        the job.
+    title : str
+        Shown in the progress bar and in messages (``"Element maps"``).
+    on_state : callable, optional
+        ``on_state(running: bool)``: enable/disable the widget's Run and Cancel buttons.
+    on_status : callable, optional
+        ``on_status(text)``: the widget's status line.
+    show_progress : bool
+        Show a progress bar in napari's activity dock (not for quick background checks).
+    """
+
+    def __init__(self, widget, title: str, *, on_state=None, on_status=None, show_progress=True):
+        self.widget = widget
+        self.title = title
+        self.show_progress = show_progress
+        self.on_state = on_state
+        self.on_status = on_status
+        self.worker = None
+        self.pbar = None
+        self.cancel_reason = None
+        self._returned = False
+        self._description = title
+        self._showing = None
+        self._stepping = False
+        self._watchers = weakref.WeakKeyDictionary()
+
+    @property
+    def running(self) -> bool:
+        """True from start until the result has been shown (or the job failed or stopped)."""
+        return self.worker is not None or self._showing is not None
+
+    def start(self, factory, *args, on_returned, description: str | None = None, **kwargs):
+        """Run ``factory(*args, **kwargs)`` (a job) in a thread worker.
+
+        ``on_returned(result)`` runs on the main thread when the job finished without error
+        and was not cancelled. If it returns a generator, that is advanced one step per turn
+        of the event loop (e.g. one layer added per step: the GUI stays responsive while many
+        layers are added), and the runner counts as running until it is exhausted.
+        Returns the worker, or None when a job is already running.
+        """
+        if self.running:
+            show_info(f"{self.title} is already running: wait for it, or press Cancel first.")
+            return None
+        description = description or self.title
+        worker = create_worker(
+            _drive,
+            factory,
+            args,
+            kwargs,
+            _worker_class=JobWorker,
+            _start_thread=False,
+            # Errors are ours to show: connecting "errored" stops superqt re-raising them.
+            _connect={"errored": self._on_errored},
+        )
+        self.worker = worker
+        self.cancel_reason = None
+        self._returned = False
+        self._description = description
+        self._watch_window()
+        if self.show_progress:
+            with progress._all_instances.events.changed.blocker():
+                # Announced when the worker starts, as napari does for its own workers.
+                self.pbar = progress(total=0, desc=description)
+            pbar = self.pbar
+            worker.started.connect(
+                lambda: progress._all_instances.events.changed(added={pbar}, removed={})
+            )
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(lambda result: self._on_returned(on_returned, result))
+        worker.warned.connect(self._on_warned)
+        worker.finished.connect(self._on_finished)
+        self._set_state(True)
+        self._status(f"{description}: starting…")
+        worker.start()
+        return worker
+
+    def cancel(self, reason: str = "cancelled") -> bool:
+        """Ask the running job to stop after its current step; False if none runs."""
+        if self.worker is None:
+            if self._showing is not None:  # only the result is still being shown: stop that
+                self._showing.close()
+                self._showing = None
+                self._status(f"{self._description}: stopped ({reason}).")
+                self._set_state(False)
+                return True
+            return False
+        self.cancel_reason = reason
+        self.worker.quit()
+        self._status(f"{self._description}: stopping ({reason})…")
+        return True
+
+    # -- handlers (main thread) ---------------------------------------------------------------
+
+    def _watch_window(self):
+        try:
+            window = self.widget.window()
+        except RuntimeError:
+            return
+        if window is None or window in self._watchers:
+            return
+        watcher = _CloseWatcher(self, window)
+        window.installEventFilter(watcher)
+        self._watchers[window] = watcher
+
+    def _on_yielded(self, step):
+        if self._returned or not hasattr(step, "done"):
+            return
+        total = int(step.total or 0)
+        # The status first: napari's progress bar processes pending events when it is updated,
+        # so later steps, the result and the end of the job may be handled inside the calls
+        # below, and nothing may be written after them.
+        if step.message:
+            percent = f" {100 * step.done // total}%" if total else ""
+            self._status(f"{self._description}: {step.message}{percent}")
+        pbar = self.pbar
+        if pbar is None:
+            return
+        if pbar.total != total:
+            pbar.total = total
+        if self.pbar is pbar:
+            pbar.update(int(step.done) - pbar.n)
+        if self.pbar is pbar and step.message:
+            pbar.set_description(f"{self._description}: {step.message}")
+
+    def _on_returned(self, callback, result):
+        self._returned = True  # a late progress step must not overwrite the result's status
+        try:
+            shown = callback(result)
+        except Exception as exc:  # noqa: BLE001 - never raise into Qt's event loop
+            self._show_failed(exc)
+            return
+        if inspect.isgenerator(shown):
+            self._showing = shown
+            self._step_showing()
+
+    def _step_showing(self):
+        if self._showing is None:
+            return
+        if self._stepping:
+            # Re-entered from inside a step (napari processes events while adding a layer).
+            QTimer.singleShot(0, self._step_showing)
+            return
+        self._stepping = True
+        try:
+            next(self._showing)
+        except StopIteration:
+            self._showing = None
+        except Exception as exc:  # noqa: BLE001
+            self._showing = None
+            self._show_failed(exc)
+        finally:
+            self._stepping = False
+        if self._showing is not None:
+            QTimer.singleShot(0, self._step_showing)
+        elif self.worker is None:
+            self._set_state(False)
+
+    def _show_failed(self, exc):
+        log.exception("%s: showing the result failed", self.title, exc_info=exc)
+        show_error(f"{self.title}: {error_message(exc)}")
+        self._status(f"failed: {error_message(exc)}")
+
+    def _on_errored(self, exc):
+        if not isinstance(exc, XRFPigmentsError):
+            log.error("%s failed", self.title, exc_info=(type(exc), exc, exc.__traceback__))
+        message = error_message(exc)
+        show_error(f"{self.title}: {message}")
+        self._status(f"failed: {message}")
+
+    def _on_warned(self, args):
+        from napari.utils.notifications import notification_manager
+
+        notification_manager.receive_warning(*args)
+
+    def _on_finished(self):
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            # Later, once every slot of this signal has run (disconnecting now would skip them).
+            QTimer.singleShot(0, lambda: _release(worker))
+        if self.pbar is not None:
+            self.pbar.close()
+        self.pbar = None
+        if self.cancel_reason is not None:
+            self._status(f"{self._description}: stopped ({self.cancel_reason}).")
+        if self._showing is None:
+            self._set_state(False)
+
+    def _set_state(self, running):
+        if self.on_state is not None:
+            try:
+                self.on_state(running)
+            except RuntimeError:  # the widget is gone (viewer closed during the run)
+                pass
+
+    def _status(self, text):
+        if self.on_status is not None:
+            try:
+                self.on_status(text)
+            except RuntimeError:
+                pass

@@ -1,0 +1,152 @@
+"""Image layers for maps (element, pigment, comparison), found again by name on a re-run.
+
+Map layers carry ``metadata["xrf_role"]`` (``"element_map"``, ``"pigment_map"``...) so that
+widgets recognise them, and the 2-D geometry (scale, translate) of the cube layer they were
+computed from, so they lie on the scan in the viewer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image
+from napari.utils.colormaps import Colormap
+
+from ._layers import ROLE_KEY
+
+#: Name a map layer was created with; a re-run finds its layer by it, even after a rename.
+MAP_KEY = "xrf_map"
+ELEMENT_ROLE = "element_map"
+PIGMENT_ROLE = "pigment_map"
+
+#: Display colour of the element maps of common painting elements (additive blending: the
+#: tracers of the paper's pigments get distinct hues); other elements cycle through _OTHER.
+ELEMENT_COLOURS = {
+    "Hg": "#ff3b1f",  # vermilion
+    "Pb": "#f2f2f2",  # lead white, red lead, chrome yellow
+    "Cu": "#2ee88a",  # emerald green, azurite, verdigris
+    "As": "#b5e48c",
+    "Co": "#2f6bff",  # cobalt blue
+    "Cr": "#ffd60a",  # chromium pigments
+    "Fe": "#ff7b00",  # iron oxides, Prussian blue
+    "Zn": "#35b8ff",  # zinc white
+    "Sn": "#e0197d",  # the mock-ups' carmine substitute
+    "Ca": "#9e9e9e",  # chalk ground
+}
+
+#: Display colour of each pigment class of the paper's Table 1; others cycle through _OTHER.
+PIGMENT_COLOURS = {
+    "VM": "#ff3b1f",  # vermilion
+    "RL": "#ff7b00",  # red lead
+    "CM": "#e0197d",  # carmine
+    "IO": "#c8692e",  # iron oxide
+    "CrY": "#ffd60a",  # chrome yellow
+    "CrG": "#3fa34d",  # chrome oxide green
+    "EG": "#2ee88a",  # emerald green
+    "CB": "#2f6bff",  # cobalt blue
+    "PB": "#35b8ff",  # Prussian blue
+    "LW": "#f2f2f2",  # lead white
+    "ZW": "#b9c7d6",  # zinc white
+}
+_OTHER = ("#ff3b1f", "#2f6bff", "#ffd60a", "#2ee88a", "#e0197d", "#35b8ff", "#ff7b00", "#c77dff")
+
+
+def _black_to(colour: str, name: str) -> Colormap:
+    rgb = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    return Colormap([[0, 0, 0, 1], [*rgb, 1]], name=name)
+
+
+def pigment_colormap(abbreviation: str, index: int = 0) -> Colormap:
+    """Black-to-colour colormap of a pigment (probability 0 -> black, 1 -> its colour)."""
+    colour = PIGMENT_COLOURS.get(abbreviation) or _OTHER[index % len(_OTHER)]
+    return _black_to(colour, f"xrf pigment {abbreviation}")
+
+
+def element_colormap(group: str, index: int = 0) -> Colormap:
+    """Black-to-colour colormap of an element map (``"Hg L"``: vermilion red)."""
+    colour = ELEMENT_COLOURS.get(group.split()[0]) or _OTHER[index % len(_OTHER)]
+    return _black_to(colour, f"xrf element {group}")
+
+
+def geometry(layer) -> dict:
+    """Scale and translate of the last two (row, column) axes of ``layer``."""
+    return {
+        "scale": tuple(float(v) for v in layer.scale[-2:]),
+        "translate": tuple(float(v) for v in layer.translate[-2:]),
+    }
+
+
+def role_of(layer) -> str | None:
+    return getattr(layer, "metadata", {}).get(ROLE_KEY)
+
+
+def map_layers(viewer, role: str) -> list:
+    """2-D image layers of ``viewer`` with the given role, in layer-list order."""
+    return [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer, Image) and role_of(layer) == role and layer.data.ndim == 2
+    ]
+
+
+def find_map(viewer, name: str, role: str):
+    """The map layer made for ``name`` by an earlier run (even if renamed since), or None."""
+    for layer in map_layers(viewer, role):
+        if layer.metadata.get(MAP_KEY) == name:
+            return layer
+    return None
+
+
+def put_image(
+    viewer,
+    name: str,
+    data: np.ndarray,
+    *,
+    role: str,
+    metadata: dict | None = None,
+    contrast_limits,
+    colormap=None,
+    blending: str = "additive",
+    scale=(1.0, 1.0),
+    translate=(0.0, 0.0),
+    visible: bool | None = None,
+):
+    """Add a 2-D map layer, or update the layer of that name and role from an earlier run.
+
+    The layer is found by role and original name (:func:`find_map`); a layer of the same name
+    that is not such a map is left alone (napari then names the new one ``"Pb L [1]"``).
+    An update replaces data, contrast limits, geometry and metadata and keeps what the user
+    may have changed (colormap, opacity, visibility unless ``visible`` is given).
+
+    Returns
+    -------
+    layer : napari.layers.Image
+    """
+    meta = {**(metadata or {}), ROLE_KEY: role, MAP_KEY: name}
+    existing = find_map(viewer, name, role)
+    if existing is not None:
+        finite = data[np.isfinite(data)]
+        low = min(float(contrast_limits[0]), float(finite.min()) if finite.size else 0.0)
+        high = max(float(contrast_limits[1]), float(finite.max()) if finite.size else 1.0)
+        existing.data = data
+        existing.scale = scale
+        existing.translate = translate
+        existing.contrast_limits_range = [low, high if high > low else low + 1.0]
+        existing.contrast_limits = list(contrast_limits)
+        existing.metadata = meta
+        if visible is not None:
+            existing.visible = visible
+        return existing
+    kwargs = {}
+    if colormap is not None:
+        kwargs["colormap"] = colormap
+    return viewer.add_image(
+        data,
+        name=name,
+        metadata=meta,
+        contrast_limits=list(contrast_limits),
+        blending=blending,
+        scale=scale,
+        translate=translate,
+        visible=True if visible is None else visible,
+        **kwargs,
+    )

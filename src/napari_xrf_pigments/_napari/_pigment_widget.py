@@ -1,0 +1,286 @@
+"""Pigment maps dock widget: the pigment CNN over a cube layer, one probability layer per pigment."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
+from napari.utils.notifications import show_error, show_info
+
+from ._isolated import gpu_device_present, isolated, portable_cube
+from ._jobs import JobRunner, error_message
+from ._layers import cube_layers, cube_of
+from ._maps import PIGMENT_ROLE, geometry, map_layers, pigment_colormap, put_image
+
+DEFAULT_MODEL, MODEL_FOLDER = "shipped default", "model folder"
+ALL = "(all pigments)"
+CPU, GPU = "CPU", "GPU"
+#: ``metadata["xrf_layer"]`` of the two sets of maps: pigment in any layer / in the top layer.
+ANY_LAYER, TOP_LAYER = "any", "top"
+PREDICT_TARGET = "napari_xrf_pigments._napari._isolated:predict_job"
+GPU_TARGET = "napari_xrf_pigments._napari._isolated:gpu_job"
+NO_DEFAULT_MODEL = (
+    "no default pigment model is installed in this version of napari-xrf-pigments: choose a "
+    "model folder (one written by `xrf-pigments train`)"
+)
+
+
+def display_name(name: str) -> str:
+    """Pigment name as used in layer names: ``"Vermilion"`` -> ``"vermilion"``."""
+    if len(name) > 1 and name[1].isupper():  # an acronym stays as it is
+        return name
+    return name[:1].lower() + name[1:]
+
+
+def layer_name(pigment_name: str, which: str = ANY_LAYER) -> str:
+    """``"P(vermilion)"`` for the any-layer map, ``"P(vermilion, top)"`` for the top layer."""
+    suffix = ", top" if which == TOP_LAYER else ""
+    return f"P({display_name(pigment_name)}{suffix})"
+
+
+def prediction_job(cube, model_path=None, *, device: str | None = None):
+    """Job: load the model (cached) and predict every pixel of ``cube``, in a child process.
+
+    The child runs what ``xrf-pigments predict`` runs, so the maps are the same; TensorFlow
+    stays out of napari's process (see :mod:`._isolated`). ``device`` None: GPU when there is
+    one, as the CLI; ``"CPU"``: on the CPU even when a GPU is present.
+
+    Returns
+    -------
+    (PigmentPrediction, model name)
+    """
+    return (yield from isolated(PREDICT_TARGET, portable_cube(cube), model_path, device=device))
+
+
+def detect_gpu():
+    """Job: True if TensorFlow sees a GPU (asked in a child process, and only if one may exist)."""
+    if not gpu_device_present():
+        return False
+    return (yield from isolated(GPU_TARGET))
+
+
+class PigmentMapsWidget(Container):
+    """Pigment probability maps of a cube layer (``xrf-pigments predict`` in napari).
+
+    Choose the cube layer and the model (the shipped default, or a model folder); where a GPU
+    is present, choose where the network runs. The prediction runs in the background (a worker
+    thread driving a child process that holds TensorFlow, see :mod:`._isolated`) with a
+    progress bar and a Cancel button, and adds one layer per pigment, ``"P(vermilion)"``
+    (probability in any paint layer, contrast 0-1, additive blending in the pigment's colour),
+    plus ``"P(vermilion, top)"`` (in the top layer) for two-headed models. The "show" controls
+    switch each set, or all but one pigment, on and off at once. Running again updates the
+    layers; the maps equal those of ``xrf-pigments predict`` on the same cube and model.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.last_prediction = None
+
+        self.cube_combo = ComboBox(label="cube", choices=self._cube_names, tooltip="Cube layer to map")
+        self.model_source = ComboBox(
+            label="model", choices=[DEFAULT_MODEL, MODEL_FOLDER], value=DEFAULT_MODEL
+        )
+        self.model_dir = FileEdit(label="folder", mode="d", nullable=True,
+                                  tooltip="A model folder (model.keras + metadata.json)")
+        self.model_info = Label(value="")
+        self.device = ComboBox(label="run on", choices=[GPU, CPU], value=GPU, visible=False,
+                               tooltip="Where the network runs (shown when a GPU is present)")
+        self.run_button = PushButton(text="Predict pigment maps")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.show_any = CheckBox(text="show maps of pigments in any layer", value=True)
+        self.show_top = CheckBox(text="show top-layer maps", value=False)
+        self.solo = ComboBox(label="show", choices=self._pigment_names, tooltip="One pigment, or all")
+        self.extend([
+            self.cube_combo, self.model_source, self.model_dir, self.model_info, self.device,
+            self.run_button, self.cancel_button, self.status, self.show_any, self.show_top,
+            self.solo,
+        ])
+        for label in (self.model_info, self.status):
+            label.native.setWordWrap(True)
+
+        self.runner = JobRunner(self.native, "Pigment maps", on_state=self._set_running,
+                                on_status=self._set_status)
+        self.gpu_check = JobRunner(self.native, "GPU check", show_progress=False)
+        self.gpu_present = None
+
+        self.model_source.changed.connect(self._on_model_changed)
+        self.model_dir.changed.connect(self._on_model_changed)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        for control in (self.show_any, self.show_top, self.solo):
+            control.changed.connect(self.apply_visibility)
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered, events.renamed):
+            event.connect(self.reset_choices)
+        self._on_model_changed()
+        # Asking TensorFlow takes seconds: look for a GPU in the background.
+        self.gpu_check.start(detect_gpu, on_returned=self._on_gpu_checked)
+
+    # ------------------------------------------------------------------ choices
+
+    def _cube_names(self, *_):
+        return [layer.name for layer in cube_layers(self.viewer)]
+
+    def _pigment_names(self, *_):
+        names = []
+        for layer in map_layers(self.viewer, PIGMENT_ROLE):
+            name = layer.metadata.get("xrf_pigment_name")
+            if name and name not in names:
+                names.append(name)
+        return [ALL, *names]
+
+    def cube_layer(self):
+        """The chosen cube layer, or None."""
+        name = self.cube_combo.value
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_gpu_checked(self, present):
+        self.gpu_present = bool(present)
+        self.device.visible = self.gpu_present
+
+    def model_path(self):
+        """The chosen model folder, or None for the shipped default.
+
+        Raises
+        ------
+        ModelFileError
+            If the default is chosen and none is installed, or no folder is chosen.
+        """
+        from ..model.files import ModelFileError, default_model_path
+
+        if self.model_source.value == DEFAULT_MODEL:
+            try:
+                default_model_path()
+            except ModelFileError:
+                raise ModelFileError(NO_DEFAULT_MODEL) from None
+            return None
+        path = self.model_dir.value
+        if not path or not str(path).strip():
+            raise ModelFileError("choose a model folder (one written by `xrf-pigments train`)")
+        return Path(path)
+
+    def _on_model_changed(self, *_):
+        from ..errors import XRFPigmentsError
+        from ..model.files import default_model_path, read_metadata
+
+        self.model_dir.visible = self.model_source.value == MODEL_FOLDER
+        try:
+            path = self.model_path()
+            meta = read_metadata(default_model_path() if path is None else path)
+        except XRFPigmentsError as exc:
+            self.model_info.value = str(exc)
+            return
+        energy = meta["preprocessing"].get("energy_keV") or [np.nan]
+        abbreviations = ", ".join(p["abbreviation"] for p in meta["pigments"])
+        top = "top-layer maps too" if "top" in meta["outputs"] else "no top-layer maps"
+        self.model_info.value = (
+            f"{meta.get('name') or 'model'}: {len(meta['pigments'])} pigments ({abbreviations}), "
+            f"{energy[0]:.2f}-{energy[-1]:.2f} keV, {top}"
+        )
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, *_):
+        """Start the prediction (refused with a message if inputs are missing or one runs)."""
+        from ..errors import XRFPigmentsError
+
+        if self.runner.running:
+            show_info("Pigment maps: a prediction is running; wait for it or press Cancel first.")
+            return None
+        layer = self.cube_layer()
+        cube = cube_of(layer)
+        if cube is None:
+            show_error("Pigment maps: choose a cube layer (open an XRF file first).")
+            return None
+        if not cube.calibrated:
+            show_error(
+                f"Pigment maps: {cube.name} is not energy-calibrated; calibrate it first "
+                "(Plugins > XRF Pigments > Energy calibration)."
+            )
+            return None
+        try:
+            path = self.model_path()
+        except XRFPigmentsError as exc:
+            show_error(f"Pigment maps: {error_message(exc)}")
+            return None
+        device = CPU if self.gpu_present and self.device.value == CPU else None
+        source = {"cube": cube.name, "geometry": geometry(layer), "started": time.perf_counter()}
+        return self.runner.start(
+            prediction_job, cube, path, device=device,
+            on_returned=lambda result: self._show_maps(*result, source),
+            description=f"Predicting pigments of {cube.name}",
+        )
+
+    def cancel(self, *_):
+        """Stop the running prediction (after its current block of rows)."""
+        return self.runner.cancel()
+
+    def _show_maps(self, prediction, model_name, source):
+        """Add or update the probability layers; a generator: one layer per step."""
+        self.last_prediction = prediction
+        added = []
+        for output, which in (("present", ANY_LAYER), ("top", TOP_LAYER)):
+            if output not in prediction.maps:
+                continue
+            for i, pigment in enumerate(prediction.pigments):
+                name = layer_name(pigment.name, which)
+                put_image(
+                    self.viewer,
+                    name,
+                    np.ascontiguousarray(prediction.maps[output][..., i]),
+                    role=PIGMENT_ROLE,
+                    metadata={
+                        "xrf_pigment": pigment.abbreviation,
+                        "xrf_pigment_name": pigment.name,
+                        "xrf_layer": which,
+                        "xrf_model": model_name,
+                        "xrf_source": source["cube"],
+                        "unit": "probability",
+                    },
+                    contrast_limits=[0.0, 1.0],
+                    colormap=pigment_colormap(pigment.abbreviation, i),
+                    # New layers start hidden, shown by the "show" controls at the end.
+                    visible=False,
+                    **source["geometry"],
+                )
+                added.append(name)
+                self._set_status(f"{source['cube']}: adding pigment maps ({len(added)})…")
+                yield  # the GUI breathes between layers
+        self.reset_choices()
+        self.apply_visibility()
+        seconds = time.perf_counter() - source["started"]
+        message = (
+            f"{source['cube']}: {len(prediction.pigments)} pigments from {model_name} in "
+            f"{seconds:.1f} s ({len(added)} layers)."
+        )
+        self._set_status(message)
+        show_info(message)
+
+    # ------------------------------------------------------------------ showing
+
+    def apply_visibility(self, *_):
+        """Show the pigment map layers the "show" controls ask for, hide the others."""
+        solo = self.solo.value
+        for layer in map_layers(self.viewer, PIGMENT_ROLE):
+            meta = layer.metadata
+            wanted = self.show_top.value if meta.get("xrf_layer") == TOP_LAYER else self.show_any.value
+            if solo not in (None, ALL) and meta.get("xrf_pigment_name") != solo:
+                wanted = False
+            layer.visible = bool(wanted)
+
+    # ------------------------------------------------------------------ state
+
+    def _set_running(self, running):
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _set_status(self, text):
+        self.status.value = text

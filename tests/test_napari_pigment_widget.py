@@ -1,0 +1,247 @@
+"""Pigment maps widget end to end: a tiny trained model on a small cube, against the CLI.
+
+TensorFlow must not load into this (napari, OpenGL) process: its LLVM and Mesa's crash
+together (see ``_napari/_isolated.py``). The model is trained, and the CLI run, in child
+processes, as the widget itself predicts in one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _model_data import ENERGY, make_set
+from napari_xrf_pigments._napari import _pigment_widget as pw
+from napari_xrf_pigments._napari._maps import PIGMENT_ROLE
+from napari_xrf_pigments._napari._reader import cube_layer_data
+from napari_xrf_pigments.cube import XRFCube
+
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="needs keras"),
+]
+TESTS = Path(__file__).resolve().parent
+
+PLUGIN = "napari-xrf-pigments"
+ROWS, COLS = 6, 7
+PIXEL = 0.25
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_child_process():
+    """The widget's child process serves every test here; it must not outlive the module."""
+    yield
+    from napari_xrf_pigments._napari import _isolated
+
+    _isolated.shutdown()
+    assert multiprocessing.active_children() == []
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """The model engineer's tiny test model (_model_data.tiny_trained), trained in a child."""
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    code = (
+        "import shutil, sys; from _model_data import tiny_trained; "
+        "shutil.copytree(tiny_trained()[1], sys.argv[1])"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out)], cwd=TESTS, check=True,
+                   env=_quiet_env(), capture_output=True)
+    return out
+
+
+def _quiet_env():
+    import os
+
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(TESTS)}
+
+
+def tensorflow_stays_out():
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """(NeXus file, presence truth (rows, cols, 4)) of a small cube of the tiny model's pigments."""
+    from napari_xrf_pigments.io import write_cube
+
+    spectra, present, _ = make_set(ROWS * COLS, seed=5)
+    cube = XRFCube.from_array(spectra.reshape(ROWS, COLS, -1), energy=ENERGY, pixel_size=(PIXEL, PIXEL))
+    path = tmp_path_factory.mktemp("scan") / "scan.h5"
+    write_cube(path, cube)
+    return path, present.reshape(ROWS, COLS, -1)
+
+
+@pytest.fixture
+def notes():
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+
+    def keep(event):
+        seen.append((str(event.severity), event.message))
+
+    notification_manager.notification_ready.connect(keep)
+    yield seen
+    notification_manager.notification_ready.disconnect(keep)
+
+
+def make_widget(viewer, qtbot, model=None):
+    widget = pw.PigmentMapsWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Pigment maps")
+    qtbot.waitUntil(lambda: not widget.gpu_check.running, timeout=60_000)
+    if model is not None:
+        widget.model_source.value = pw.MODEL_FOLDER
+        widget.model_dir.value = model
+    return widget
+
+
+def run_widget(qtbot, widget, timeout=60_000):
+    worker = widget.run()
+    if worker is not None:
+        qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+    return worker
+
+
+def pigment_layers(viewer):
+    return [la for la in viewer.layers if la.metadata.get("xrf_role") == PIGMENT_ROLE]
+
+
+def test_maps_equal_the_cli_and_rerun_updates(make_napari_viewer, qtbot, model_dir, scan, tmp_path):
+    from napari_xrf_pigments._napari._isolated import isolated
+    from napari_xrf_pigments.io.maps import read_maps
+    from napari_xrf_pigments.progress import run
+
+    path, present = scan
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    widget = make_widget(viewer, qtbot, model_dir)
+    assert widget.device.native.isHidden()  # no GPU here: no device choice
+    assert "tiny-test-model: 4 pigments (AA, BB, CC, DD)" in widget.model_info.value
+    run_widget(qtbot, widget)
+
+    names = [la.name for la in pigment_layers(viewer)]
+    assert names == ["P(alpha)", "P(beta)", "P(gamma)", "P(delta)",
+                     "P(alpha, top)", "P(beta, top)", "P(gamma, top)", "P(delta, top)"]
+    # The same maps as `xrf-pigments predict` on the same file and model: its predict_to_file
+    # job, run in the widget's child process (TensorFlow stays out of this one).
+    out = tmp_path / "maps.h5"
+    run(isolated("napari_xrf_pigments.model.predict:predict_to_file", str(path), str(out), str(model_dir)))
+    maps, _ = read_maps(out)
+    for abbreviation, name in (("AA", "alpha"), ("BB", "beta"), ("CC", "gamma"), ("DD", "delta")):
+        np.testing.assert_array_equal(viewer.layers[f"P({name})"].data, maps[abbreviation][0])
+        np.testing.assert_array_equal(viewer.layers[f"P({name}, top)"].data, maps[f"{abbreviation}_top"][0])
+    # The values mean something: high where a pigment was put, low elsewhere.
+    probabilities = np.stack([viewer.layers[f"P({n})"].data for n in ("alpha", "beta", "gamma", "delta")], -1)
+    assert probabilities[present].mean() > 0.6 > 0.3 > probabilities[~present].mean()
+    layer = viewer.layers["P(alpha)"]
+    assert layer.contrast_limits == [0.0, 1.0] and layer.blending == "additive"
+    assert tuple(layer.scale) == (PIXEL, PIXEL)
+    assert layer.metadata["xrf_pigment"] == "AA" and layer.metadata["xrf_layer"] == "any"
+
+    # Grouped visibility: any-layer maps shown, top-layer maps hidden; one pigment alone.
+    visible = {la.name for la in pigment_layers(viewer) if la.visible}
+    assert visible == {"P(alpha)", "P(beta)", "P(gamma)", "P(delta)"}
+    widget.show_top.value = True
+    widget.show_any.value = False
+    assert {la.name for la in pigment_layers(viewer) if la.visible} == {
+        "P(alpha, top)", "P(beta, top)", "P(gamma, top)", "P(delta, top)"}
+    widget.show_any.value = True
+    widget.solo.value = "Gamma"
+    assert {la.name for la in pigment_layers(viewer) if la.visible} == {"P(gamma)", "P(gamma, top)"}
+    widget.solo.value = pw.ALL
+
+    # Running again updates the layers in place.
+    n_layers = len(viewer.layers)
+    run_widget(qtbot, widget)
+    assert len(viewer.layers) == n_layers
+    assert viewer.layers["P(alpha)"] is layer
+    tensorflow_stays_out()
+
+
+def test_gpu_choice_appears_only_with_a_gpu(make_napari_viewer, qtbot, model_dir, scan, monkeypatch):
+    def a_gpu():
+        yield from ()
+        return True
+
+    monkeypatch.setattr(pw, "detect_gpu", a_gpu)
+    path, _ = scan
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    widget = make_widget(viewer, qtbot, model_dir)
+    assert widget.gpu_present and not widget.device.native.isHidden()
+    assert widget.device.value == pw.GPU
+    run_widget(qtbot, widget)
+    default = viewer.layers["P(beta)"].data.copy()
+    widget.device.value = pw.CPU  # runs pinned to the CPU (here: the same CPU engine)
+    run_widget(qtbot, widget)
+    np.testing.assert_allclose(viewer.layers["P(beta)"].data, default, atol=1e-6)
+
+
+def test_bad_inputs_give_messages_not_exceptions(make_napari_viewer, qtbot, model_dir, scan, notes,
+                                                 monkeypatch, tmp_path):
+    from napari_xrf_pigments.model import files
+
+    monkeypatch.setattr(files, "DEFAULT_MODEL_DIR", tmp_path / "no-default-model")
+    path, _ = scan
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    widget = make_widget(viewer, qtbot)
+    # No default model installed, and none chosen.
+    assert "no default pigment model" in widget.model_info.value
+    assert run_widget(qtbot, widget) is None
+    assert notes[-1][0] == "error" and "no default pigment model" in notes[-1][1]
+    widget.model_source.value = pw.MODEL_FOLDER
+    assert run_widget(qtbot, widget) is None
+    assert "choose a model folder" in notes[-1][1]
+    # A folder that is not a model: the worker reports it.
+    widget.model_dir.value = tmp_path
+    assert "metadata.json" in widget.model_info.value
+    assert run_widget(qtbot, widget) is not None
+    assert notes[-1][0] == "error" and "metadata.json" in notes[-1][1]
+
+    widget.model_dir.value = model_dir
+    # An uncalibrated cube.
+    spectra = np.ones((2, 3, ENERGY.size), np.float32)
+    for data, kwargs, _ in cube_layer_data(XRFCube.from_array(spectra, source="raw.h5")):
+        viewer.add_image(data, **kwargs)
+    widget.cube_combo.value = "raw"
+    assert run_widget(qtbot, widget) is None
+    assert "not energy-calibrated" in notes[-1][1]
+    # A cube whose energy range misses the model's grid (2-14 keV).
+    far = XRFCube.from_array(spectra, energy=30.0 + 0.04 * np.arange(ENERGY.size), source="far.h5")
+    for data, kwargs, _ in cube_layer_data(far):
+        viewer.add_image(data, **kwargs)
+    widget.cube_combo.value = "far"
+    assert run_widget(qtbot, widget) is not None
+    assert notes[-1][0] == "error" and "does not overlap the model's" in notes[-1][1]
+    assert pigment_layers(viewer) == []
+    # The widget is ready for the next run.
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_cancel_stops_the_prediction(make_napari_viewer, qtbot, model_dir, tmp_path):
+    spectra, _, _ = make_set(9000, seed=8)  # three blocks of rows
+    cube = XRFCube.from_array(spectra.reshape(100, 90, -1), energy=ENERGY)
+    viewer = make_napari_viewer()
+    for data, kwargs, _ in cube_layer_data(cube):
+        viewer.add_image(data, **kwargs)
+    widget = make_widget(viewer, qtbot, model_dir)
+
+    def cancel_after_first_rows(step):
+        if step is not None and step.message.startswith("rows"):
+            widget.cancel()
+
+    worker = widget.run()
+    worker.yielded.connect(cancel_after_first_rows)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60_000)
+    assert pigment_layers(viewer) == []
+    assert "stopped" in widget.status.value
+    # The child process that was predicting is gone.
+    assert multiprocessing.active_children() == []

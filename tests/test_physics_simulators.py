@@ -121,7 +121,8 @@ def test_readout_pool_and_live_times_for_training(fast):
 
 def test_background_from_a_measured_cube(fast):
     from napari_xrf_pigments.cube import XRFCube
-    from napari_xrf_pigments.physics import estimate_background, resample_spectrum, snip_background
+    from napari_xrf_pigments.physics import estimate_background, snip_background
+    from napari_xrf_pigments.preprocess import resample
 
     # A measured-like spectrum: a smooth continuum under resolution-wide peaks.
     e = np.arange(2048) * 0.02
@@ -133,7 +134,7 @@ def test_background_from_a_measured_cube(fast):
                               live_time=np.full((2, 3), 10.0))
     readout = fast.instrument.readout
     rate = estimate_background(cube, readout, width_channels=20)
-    target = resample_spectrum(continuum, e, readout.energies())
+    target = resample(continuum, e, readout.energies())
     inside = (readout.energies() > 2) & (readout.energies() < 35)
     assert np.allclose(rate[inside] * 10.0, target[inside], rtol=0.1, atol=0.05)
     # SNIP leaves the peaks out.

@@ -11,7 +11,7 @@ FastSimulator
     Batches of stratigraphies to counts per channel (cached physics, >2000 spectra/s).
 FaithfulSimulator, simulate_faithful
     PyMca's own McaTheory/ConcentrationsTool computation (slow reference).
-snip_background, estimate_background, resample_spectrum
+snip_background, estimate_background
     Measured background for simulated spectra.
 jitter_readout, readout_pool, random_live_times
     Randomised instruments for training sets.
@@ -28,7 +28,6 @@ _LAZY = {
     "simulate_faithful": "faithful",
     "snip_background": "background",
     "estimate_background": "background",
-    "resample_spectrum": "background",
     "compton_dcs": "scatter",
     "rayleigh_dcs": "scatter",
 }

@@ -45,33 +45,6 @@ def snip_background(spectrum, width_channels: int = 30, *, smooth_channels: int 
     return out.reshape(y.shape)
 
 
-def resample_spectrum(counts, source_energies, target_energies) -> np.ndarray:
-    """Move counts from one energy axis to another, keeping counts per keV.
-
-    Parameters
-    ----------
-    counts : array-like, shape (..., n_source)
-    source_energies : array-like, shape (n_source,)
-        Increasing channel energies, keV.
-    target_energies : array-like, shape (n_target,)
-        Increasing channel energies, keV.
-
-    Returns
-    -------
-    ndarray of float64, shape (..., n_target)
-        Zero outside the source range.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    e_src = np.asarray(source_energies, dtype=np.float64)
-    e_dst = np.asarray(target_energies, dtype=np.float64)
-    if counts.shape[-1] != e_src.size or e_src.size < 2 or e_dst.size < 2:
-        raise InvalidDataError("counts and source energies do not match")
-    density = counts / np.gradient(e_src)
-    flat = density.reshape(-1, e_src.size)
-    out = np.stack([np.interp(e_dst, e_src, row, left=0.0, right=0.0) for row in flat])
-    return (out * np.gradient(e_dst)).reshape(counts.shape[:-1] + (e_dst.size,))
-
-
 def estimate_background(cube, readout, *, width_channels: int = 30, live_time_s=None) -> np.ndarray:
     """Background count rate on a readout's axis from the mean spectrum of a measured cube.
 
@@ -100,5 +73,8 @@ def estimate_background(cube, readout, *, width_channels: int = 30, live_time_s=
         live_time_s = float(np.mean(live)) if live is not None else 1.0
     if not live_time_s > 0:
         raise InvalidDataError(f"live time must be > 0 s, got {live_time_s}")
+    from ..preprocess import resample
+
     background = snip_background(mean, width_channels)
-    return resample_spectrum(background, cube.energy.energies(), readout.energies()) / live_time_s
+    # Counts-conserving rebinning, the same the model's preprocessing uses.
+    return resample(background, cube.energy.energies(), readout.energies()).astype(np.float64) / live_time_s

@@ -61,6 +61,10 @@ def test_wheel_ships_manifest_and_package_data(tmp_path):
         manifest = zf.read("napari_xrf_pigments/napari.yaml").decode()
     assert manifest == (PROJECT_ROOT / "napari.yaml").read_text()
     assert "napari_xrf_pigments/cli.py" in names
+    # Package data: the pigment library and the shipped model.
+    assert "napari_xrf_pigments/pigments/library.json" in names
+    assert {"napari_xrf_pigments/model/default/model.keras",
+            "napari_xrf_pigments/model/default/metadata.json"} <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as zf:
         text = zf.read(entry_points).decode()

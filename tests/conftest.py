@@ -29,3 +29,26 @@ def real_data() -> Path:
             pytest.fail(message + "; CI must run the real-data tests")
         pytest.skip(message)
     return REAL_DATA
+
+
+# TensorFlow's bundled LLVM and the libLLVM that Mesa's OpenGL driver loads crash at interpreter
+# teardown when both live in one process ("free(): invalid pointer", exit code 134). The plugin
+# keeps them apart (in napari, TensorFlow runs in a child process: _napari/_isolated.py), and the
+# README runs GUI and non-GUI tests as two processes; should a run still hold both, it ends here,
+# after pytest has reported, with pytest's own exit status instead of the crash.
+_EXIT_STATUS = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    global _EXIT_STATUS
+    _EXIT_STATUS = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    import sys
+
+    if _EXIT_STATUS is not None and "tensorflow" in sys.modules and "vispy.gloo" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS)

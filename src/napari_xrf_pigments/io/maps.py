@@ -48,7 +48,7 @@ def write_maps(
         Output ``.h5`` file.
     maps : mapping of name -> (array, attrs)
         ``array`` is 2-D (rows, columns), stored as float32; ``attrs`` must hold ``kind``
-        (one of ``"element"``, ``"pigment"``) and ``unit``. All maps have one shape.
+        (one of :data:`MAP_KINDS`) and ``unit``. All maps have one shape.
     root_attrs : mapping, optional
         Provenance for the root (model, input file...).
     force : bool

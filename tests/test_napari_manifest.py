@@ -39,9 +39,18 @@ def test_contributions_reference_commands(manifest):
     contributions = manifest.contributions
     assert {reader.command for reader in contributions.readers} <= ids
     assert {widget.command for widget in contributions.widgets} <= ids
+    assert {sample.command for sample in contributions.sample_data} <= ids
     patterns = set(contributions.readers[0].filename_patterns)
     for ext in ("h5", "hdf5", "nxs", "bcf", "spx", "rpl", "edf", "mca", "spe", "xrf"):
         assert f"*.{ext}" in patterns
+
+
+def test_sample_data_is_the_mockup(manifest):
+    from napari_xrf_pigments.datasets.sample import SAMPLE_NAME, SAMPLE_TITLE
+
+    (sample,) = manifest.contributions.sample_data
+    assert (sample.key, sample.display_name) == (SAMPLE_NAME, SAMPLE_TITLE)
+    assert sample.command == f"{PLUGIN}.sample_mockup"
 
 
 def test_npe2_validate():

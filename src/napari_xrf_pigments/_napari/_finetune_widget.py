@@ -127,35 +127,66 @@ def _defaults(pigments) -> dict:
     return d
 
 
-def add_labels_layer(viewer, cube_layer, pigments, labels: ShapeLabels | None = None, *, name=None):
-    """A Shapes layer for labels over ``cube_layer`` (aligned with it: its data coordinates are
-    the cube's pixel coordinates), holding ``labels`` if given."""
+def labels_layer_kwargs(pigments, labels: ShapeLabels | None = None, *, scale=(1.0, 1.0),
+                        translate=(0.0, 0.0), name="labels") -> tuple[list, dict]:
+    """Data and ``add_shapes`` keywords of a labels Shapes layer (also a LayerDataTuple's).
+
+    Parameters
+    ----------
+    pigments : sequence
+        Label vocabulary (ignored when ``labels`` is given: its own is used).
+    labels : ShapeLabels, optional
+        Shapes in cube pixels (row, column); none gives an empty layer.
+    scale, translate : pair of float
+        The cube layer's last two, so that the layer's data coordinates are cube pixels.
+    name : str
+
+    Returns
+    -------
+    data : list of ndarray
+    kwargs : dict
+    """
     import pandas as pd
 
     pigments = as_pigment_labels(labels.pigments if labels is not None else pigments)
-    ndim = cube_layer.ndim
-    scale = tuple(cube_layer.scale[-2:])
-    translate = tuple(cube_layer.translate[-2:])
+    scale, translate = tuple(scale), tuple(translate)
     data, types, columns = ([], [], {c: [] for c in feature_columns(pigments)})
     if labels is not None:
         data, types, columns = to_layer_columns(labels)
     frame = pd.DataFrame({
         # Explicit dtypes: an empty layer must still take "unlabelled" and False defaults.
-        name: pd.Series(values, dtype=object if name in ("label", "note") else bool)
-        for name, values in columns.items()
+        column: pd.Series(values, dtype=object if column in ("label", "note") else bool)
+        for column, values in columns.items()
     })
-    layer = viewer.add_shapes(
-        data or None,
-        shape_type=types or "rectangle",
+    kwargs = {
+        "shape_type": types or "rectangle",
+        "name": name,
+        "scale": scale,
+        "translate": translate,
+        "features": frame,
+        "text": {"string": "{label}", "size": 7, "color": "white", "anchor": "upper_left"},
+        "edge_width": max(scale) * 0.15,
+        "metadata": {"xrf_role": LABELS_ROLE, "xrf_pigments": [p._asdict() for p in pigments]},
+        # Shapes drawn later start unlabelled (napari would copy the last shape's features).
+        "feature_defaults": _defaults(pigments),
+    }
+    if data:
+        # As style_labels_layer colours them: a LayerDataTuple gets no call after creation.
+        kwargs["face_color"], kwargs["edge_color"] = _colours(
+            [str(t) for t in columns["label"]], [bool(v) for v in columns["labelled"]]
+        )
+    return data, kwargs
+
+
+def add_labels_layer(viewer, cube_layer, pigments, labels: ShapeLabels | None = None, *, name=None):
+    """A Shapes layer for labels over ``cube_layer`` (aligned with it: its data coordinates are
+    the cube's pixel coordinates), holding ``labels`` if given."""
+    pigments = as_pigment_labels(labels.pigments if labels is not None else pigments)
+    data, kwargs = labels_layer_kwargs(
+        pigments, labels, scale=cube_layer.scale[-2:], translate=cube_layer.translate[-2:],
         name=name or f"{cube_layer.name} labels",
-        scale=scale,
-        translate=translate,
-        features=frame,
-        text={"string": "{label}", "size": 7, "color": "white", "anchor": "upper_left"},
-        edge_width=max(scale) * 0.15 if ndim else 1,
-        metadata={"xrf_role": LABELS_ROLE, "xrf_pigments": [p._asdict() for p in pigments]},
     )
-    layer.feature_defaults = _defaults(pigments)
+    layer = viewer.add_shapes(data or None, **kwargs)
     style_labels_layer(layer)
     return layer
 

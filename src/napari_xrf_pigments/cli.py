@@ -231,16 +231,48 @@ def _cmd_train(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     _quiet_tensorflow()
-    from .model.metrics import format_table
-    from .model.training import evaluate
+    from .errors import InvalidDataError
+    from .model.metrics import evaluate_maps, format_table
     from .progress import run_with_tqdm
 
-    metrics = run_with_tqdm(
-        evaluate(args.model, args.data, threshold=args.threshold, batch_size=args.batch_size),
-        desc="evaluate",
-        disable=args.json,
-    )
-    print(format_table(metrics, title=f"{metrics['model']} on {metrics['data']}"))
+    if args.data is not None:
+        if args.truth is not None:
+            raise InvalidDataError("--truth goes with --cube or --maps; --data holds its own labels")
+        from .model.training import evaluate
+
+        metrics = run_with_tqdm(
+            evaluate(args.model, args.data, threshold=args.threshold, batch_size=args.batch_size),
+            desc="evaluate",
+            disable=args.json,
+        )
+        title = f"{metrics['model']} on {metrics['data']}"
+    else:
+        if args.truth is None:
+            raise InvalidDataError("--cube and --maps are scored against a ground truth: give --truth")
+        maps = args.maps
+        if args.cube is not None:
+            from .io import open_cube
+            from .model.files import load_model
+            from .model.predict import predict_cube
+
+            model = load_model(args.model)
+            prediction = run_with_tqdm(
+                predict_cube(open_cube(args.cube), model, batch_size=args.batch_size),
+                desc="predict (rows)",
+                disable=args.json,
+            )
+            maps = prediction.to_maps()
+        elif args.model is not None:
+            raise InvalidDataError("--model goes with --data or --cube; --maps were predicted already")
+        metrics = evaluate_maps(maps, args.truth, threshold=args.threshold)
+        metrics["truth"] = args.truth
+        if args.cube is not None:
+            metrics["model"], metrics["cube"] = str(model.path or model.name), args.cube
+            title = f"{metrics['model']} on {args.cube}, scored against {args.truth}"
+        else:
+            metrics["maps"] = args.maps
+            title = f"{args.maps} scored against {args.truth}"
+    print(format_table(metrics, title=title))
     if args.json:
         print(json.dumps(metrics, allow_nan=False))
     return 0
@@ -287,6 +319,41 @@ def _cmd_finetune(args) -> int:
               f"{split['n_test']}"
     ))
     print(f"finetuned model written to {path}")
+    return 0
+
+
+def _display_available() -> bool:
+    import os
+
+    return sys.platform in ("darwin", "win32") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
+def _cmd_demo(args) -> int:
+    _quiet_tensorflow()
+    from .demo import FILES, run_demo
+    from .progress import run_with_tqdm
+
+    if args.view and not _display_available():
+        print("note: no display, so --view will not open napari; the files are written anyway",
+              file=sys.stderr)
+    result = run_demo(
+        args.out, force=args.force, workers=args.workers,
+        drive=lambda job, stage: run_with_tqdm(job, desc=stage),
+    )
+    before, after = result.before["summary"], result.after["summary"]
+    print(f"demo written to {result.out}: report {result.out / FILES['report']}")
+    print(f"macro F1 against the truth: {before['present_f1_mean']:.3f} with the shipped model, "
+          f"{after['present_f1_mean']:.3f} after finetuning")
+    if args.view and _display_available():
+        import subprocess
+
+        # napari runs in a process of its own: TensorFlow, loaded here, and the OpenGL
+        # driver's LLVM must not meet in one process.
+        return subprocess.call(
+            [sys.executable, "-m", "napari_xrf_pigments._napari._demo_view", str(result.out)]
+        )
     return 0
 
 
@@ -376,9 +443,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="per-pigment accuracy, sensitivity, precision, F1")
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--data", required=True, help="labelled spectra (.h5 training-set layout)")
+    p = sub.add_parser(
+        "evaluate",
+        help="per-pigment accuracy, sensitivity, precision, F1 (paper Table 3)",
+        description="Score a model on labelled spectra (--data), or pigment maps against a "
+                    "mock-up's ground truth, pixel by pixel: maps predicted now from --cube, or "
+                    "read from a maps file (--maps).",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data", default=None, help="labelled spectra (.h5 training-set layout)")
+    what.add_argument("--cube", default=None, help="XRF cube of a mock-up (with --truth)")
+    what.add_argument("--maps", default=None,
+                      help="pigment maps file from `xrf-pigments predict` (with --truth)")
+    p.add_argument("--truth", default=None,
+                   help="ground-truth file (.h5, from `xrf-pigments mockup --truth`)")
+    p.add_argument("--model", default=None,
+                   help="model directory (default: the shipped model); not with --maps")
     p.add_argument("--json", action="store_true", help="also print one JSON object (last line)")
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="probability threshold")
     p.add_argument("--batch-size", type=int, default=None)
@@ -411,6 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name stored in its metadata")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole method on the built-in sample mock-up, with figures and a report",
+        description="Simulate (or take from the cache) the sample mock-up painting, fit its "
+                    "element maps with PyMca, predict pigment maps with the shipped model, "
+                    "finetune it on rectangles drawn from the ground truth, predict again, and "
+                    "write figures and a Markdown report scored against the truth into --out.",
+    )
+    p.add_argument("--out", required=True, help="folder to create")
+    p.add_argument("--view", action="store_true", help="then open everything in napari")
+    p.add_argument("--workers", type=int, default=None,
+                   help="PyMca fitting processes (default: one per CPU)")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=_cmd_demo)
 
     return parser
 

@@ -14,7 +14,7 @@ The pieces the compare widget and scripts share, free of Qt and napari:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -244,19 +244,57 @@ def comparison_figure(
     matplotlib.figure.Figure
         Not attached to any GUI; save it with ``fig.savefig(path)``.
     """
+    return comparison_rows_figure(
+        {"": pigment}, element_maps, pigment_name=pigment_name, element_names=element_names,
+        percentile=percentile, highlight=highlight, dpi=dpi,
+    )
+
+
+def comparison_rows_figure(
+    pigments: Mapping,
+    element_maps: Sequence,
+    *,
+    pigment_name: str = "pigment",
+    element_names: Sequence[str] = (),
+    percentile: float = CLIP_PERCENTILE,
+    highlight: tuple[int, int] | None = None,
+    dpi: int = 100,
+):
+    """Rows of the paper's Fig. 5 for several maps of one pigment (e.g. before and after
+    finetuning) against the same element maps.
+
+    Parameters
+    ----------
+    pigments : mapping of str -> array, shape (rows, columns)
+        Row title (e.g. "before finetuning"; "" for none) -> probability map.
+    element_maps, pigment_name, element_names, percentile, highlight, dpi
+        As in :func:`comparison_figure`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from matplotlib.figure import Figure
 
     element_maps = [np.asarray(m) for m in element_maps]
     names = list(element_names) + [f"element {i + 1}" for i in range(len(element_names), len(element_maps))]
+    fig = Figure(figsize=(13, 3.2 * len(pigments)), dpi=dpi, layout="constrained")
+    axes = fig.subplots(len(pigments), 4, squeeze=False, gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
+    for row_axes, (row_title, pigment) in zip(axes, pigments.items()):
+        _draw_comparison(row_axes, pigment, element_maps, pigment_name, names, percentile, highlight)
+        if row_title:
+            row_axes[0].set_ylabel(row_title, fontsize=10)
+    return fig
+
+
+def _draw_comparison(axes, pigment, element_maps, pigment_name, names, percentile, highlight):
+    """Fill four axes: pigment map, element map(s), overlay, scatter plot."""
     x, y = scatter_data(pigment, element_maps, percentile)
     rgb = overlay_rgb(pigment, element_maps, percentile)
     pig_rgb = np.zeros_like(rgb)
     pig_rgb[..., 0] = rgb[..., 0]
     el_rgb = rgb.copy()
     el_rgb[..., 0] = 0
-
-    fig = Figure(figsize=(13, 3.2), dpi=dpi, layout="constrained")
-    axes = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
     element_title = " + ".join(f"{n} ({c})" for n, c in zip(names, ("green", "blue")))
     for ax, image, title in (
         (axes[0], pig_rgb, f"P({pigment_name})"),
@@ -283,4 +321,3 @@ def comparison_figure(
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.tick_params(labelsize=7)
-    return fig

@@ -23,13 +23,11 @@ from qtpy.QtWidgets import QListWidget, QListWidgetItem
 from ..progress import Progress
 from ._jobs import JobRunner
 from ._layers import cube_layers, cube_of
-from ._maps import ELEMENT_ROLE, element_colormap, find_map, geometry, put_image
+from ._maps import geometry, put_element_map
 
 ELEMENTS, CONFIG = "elements", "PyMca .cfg"
 NO_TUBE = "(none)"
 TUBES = (NO_TUBE, "Rh", "Mo", "W", "Ag", "Pd", "Cu", "Cr")
-#: Element maps are shown clipped at this percentile (bright pigments do not hide the rest).
-CLIP_PERCENTILE = 99.0
 _GROUP_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -323,29 +321,13 @@ class ElementMapsWidget(Container):
 
     def _show_maps(self, result, source):
         """Add or update one layer per element group; a generator: one layer per step."""
-        from ..compare import clip_limit
-
         self.last_result = result
         layers = []
         for i, group in enumerate(result.groups):
-            data = np.asarray(result.maps[group], dtype=np.float32)
-            new = find_map(self.viewer, group, ELEMENT_ROLE) is None
-            layers.append(
-                put_image(
-                    self.viewer,
-                    group,
-                    data,
-                    role=ELEMENT_ROLE,
-                    metadata={
-                        "xrf_group": group,
-                        "xrf_source": source["cube"],
-                        "unit": result.units.get(group, "counts"),
-                    },
-                    contrast_limits=[0.0, clip_limit(data, CLIP_PERCENTILE)],
-                    colormap=element_colormap(group, i) if new else None,
-                    **source["geometry"],
-                )
-            )
+            layers.append(put_element_map(
+                self.viewer, group, result.maps[group], index=i, source=source["cube"],
+                unit=result.units.get(group, "counts"), **source["geometry"],
+            ))
             self._set_status(f"{source['cube']}: adding element maps ({i + 1}/{len(result.groups)})…")
             yield  # the GUI breathes between layers
         seconds = time.perf_counter() - source["started"]

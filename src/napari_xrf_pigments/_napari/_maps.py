@@ -17,6 +17,10 @@ from ._layers import ROLE_KEY
 MAP_KEY = "xrf_map"
 ELEMENT_ROLE = "element_map"
 PIGMENT_ROLE = "pigment_map"
+#: ``metadata["xrf_layer"]`` of the two sets of pigment maps: pigment in any layer / in the top.
+ANY_LAYER, TOP_LAYER = "any", "top"
+#: Element maps are shown clipped at this percentile (bright pigments do not hide the rest).
+ELEMENT_CLIP_PERCENTILE = 99.0
 
 #: Display colour of the element maps of common painting elements (additive blending: the
 #: tracers of the paper's pigments get distinct hues); other elements cycle through _OTHER.
@@ -149,4 +153,77 @@ def put_image(
         translate=translate,
         visible=True if visible is None else visible,
         **kwargs,
+    )
+
+
+def display_name(name: str) -> str:
+    """Pigment name as used in layer names: ``"Vermilion"`` -> ``"vermilion"``."""
+    if len(name) > 1 and name[1].isupper():  # an acronym stays as it is
+        return name
+    return name[:1].lower() + name[1:]
+
+
+def layer_name(pigment_name: str, which: str = ANY_LAYER) -> str:
+    """``"P(vermilion)"`` for the any-layer map, ``"P(vermilion, top)"`` for the top layer."""
+    suffix = ", top" if which == TOP_LAYER else ""
+    return f"P({display_name(pigment_name)}{suffix})"
+
+
+def put_element_map(viewer, group: str, data, *, index: int = 0, source: str = "",
+                    unit: str = "counts", scale=(1.0, 1.0), translate=(0.0, 0.0)):
+    """Add or update the layer of one element map (``group`` such as ``"Pb L"``).
+
+    ``index`` picks the colour of elements without one of their own; an updated layer keeps
+    the colormap the user may have chosen.
+    """
+    from ..compare import clip_limit
+
+    data = np.asarray(data, dtype=np.float32)
+    new = find_map(viewer, group, ELEMENT_ROLE) is None
+    return put_image(
+        viewer,
+        group,
+        data,
+        role=ELEMENT_ROLE,
+        metadata={"xrf_group": group, "xrf_source": source, "unit": unit},
+        contrast_limits=[0.0, clip_limit(data, ELEMENT_CLIP_PERCENTILE)],
+        colormap=element_colormap(group, index) if new else None,
+        scale=scale,
+        translate=translate,
+    )
+
+
+def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int = 0,
+                    model_name: str = "", source: str = "", name: str | None = None,
+                    visible: bool = False, scale=(1.0, 1.0), translate=(0.0, 0.0)):
+    """Add or update the layer of one pigment probability map.
+
+    Parameters
+    ----------
+    pigment : PigmentLabel
+        ``abbreviation`` and ``name``.
+    data : array, shape (rows, columns)
+        Probabilities.
+    which : {ANY_LAYER, TOP_LAYER}
+    name : str, optional
+        Layer name (default :func:`layer_name`).
+    """
+    return put_image(
+        viewer,
+        name or layer_name(pigment.name, which),
+        np.ascontiguousarray(data),
+        role=PIGMENT_ROLE,
+        metadata={
+            "xrf_pigment": pigment.abbreviation,
+            "xrf_pigment_name": pigment.name,
+            "xrf_layer": which,
+            "xrf_model": model_name,
+            "xrf_source": source,
+            "unit": "probability",
+        },
+        contrast_limits=[0.0, 1.0],
+        colormap=pigment_colormap(pigment.abbreviation, index),
+        visible=visible,
+        scale=scale,
+        translate=translate,
     )

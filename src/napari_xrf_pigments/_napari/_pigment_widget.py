@@ -12,32 +12,17 @@ from napari.utils.notifications import show_error, show_info
 from ._isolated import gpu_device_present, isolated, portable_cube
 from ._jobs import JobRunner, error_message
 from ._layers import cube_layers, cube_of
-from ._maps import PIGMENT_ROLE, geometry, map_layers, pigment_colormap, put_image
+from ._maps import ANY_LAYER, PIGMENT_ROLE, TOP_LAYER, geometry, map_layers, put_pigment_map
 
 DEFAULT_MODEL, MODEL_FOLDER = "shipped default", "model folder"
 ALL = "(all pigments)"
 CPU, GPU = "CPU", "GPU"
-#: ``metadata["xrf_layer"]`` of the two sets of maps: pigment in any layer / in the top layer.
-ANY_LAYER, TOP_LAYER = "any", "top"
 PREDICT_TARGET = "napari_xrf_pigments._napari._isolated:predict_job"
 GPU_TARGET = "napari_xrf_pigments._napari._isolated:gpu_job"
 NO_DEFAULT_MODEL = (
     "no default pigment model is installed in this version of napari-xrf-pigments: choose a "
     "model folder (one written by `xrf-pigments train`)"
 )
-
-
-def display_name(name: str) -> str:
-    """Pigment name as used in layer names: ``"Vermilion"`` -> ``"vermilion"``."""
-    if len(name) > 1 and name[1].isupper():  # an acronym stays as it is
-        return name
-    return name[:1].lower() + name[1:]
-
-
-def layer_name(pigment_name: str, which: str = ANY_LAYER) -> str:
-    """``"P(vermilion)"`` for the any-layer map, ``"P(vermilion, top)"`` for the top layer."""
-    suffix = ", top" if which == TOP_LAYER else ""
-    return f"P({display_name(pigment_name)}{suffix})"
 
 
 def prediction_job(cube, model_path=None, *, device: str | None = None):
@@ -231,27 +216,12 @@ class PigmentMapsWidget(Container):
             if output not in prediction.maps:
                 continue
             for i, pigment in enumerate(prediction.pigments):
-                name = layer_name(pigment.name, which)
-                put_image(
-                    self.viewer,
-                    name,
-                    np.ascontiguousarray(prediction.maps[output][..., i]),
-                    role=PIGMENT_ROLE,
-                    metadata={
-                        "xrf_pigment": pigment.abbreviation,
-                        "xrf_pigment_name": pigment.name,
-                        "xrf_layer": which,
-                        "xrf_model": model_name,
-                        "xrf_source": source["cube"],
-                        "unit": "probability",
-                    },
-                    contrast_limits=[0.0, 1.0],
-                    colormap=pigment_colormap(pigment.abbreviation, i),
-                    # New layers start hidden, shown by the "show" controls at the end.
-                    visible=False,
-                    **source["geometry"],
+                # New layers start hidden, shown by the "show" controls at the end.
+                layer = put_pigment_map(
+                    self.viewer, pigment, prediction.maps[output][..., i], which=which, index=i,
+                    model_name=model_name, source=source["cube"], **source["geometry"],
                 )
-                added.append(name)
+                added.append(layer.name)
                 self._set_status(f"{source['cube']}: adding pigment maps ({len(added)})…")
                 yield  # the GUI breathes between layers
         self.reset_choices()

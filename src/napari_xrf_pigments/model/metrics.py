@@ -205,3 +205,94 @@ def format_table(metrics: dict, *, title: str | None = None) -> str:
             f"{_fmt(s.get('top1_accuracy'))}"
         )
     return "\n".join(lines)
+
+
+# -- probability maps against mock-up ground truth -----------------------------------------------
+
+
+def pigment_maps_arrays(maps) -> tuple[list, np.ndarray, np.ndarray | None]:
+    """The pigment probability maps of a maps file, stacked.
+
+    Parameters
+    ----------
+    maps : str, Path or dict
+        A pigment maps file (``xrf-pigments predict``), or its content as
+        :func:`~napari_xrf_pigments.io.maps.read_maps` returns it / as
+        :meth:`~.predict.PigmentPrediction.to_maps` gives it.
+
+    Returns
+    -------
+    pigments : list of (abbreviation, name)
+        In file order.
+    present : ndarray, float32 (rows, columns, n_pigments)
+        P(pigment in any layer).
+    top : ndarray or None
+        P(pigment in the top layer), when every pigment has a top map.
+    """
+    from ..errors import InvalidDataError
+
+    source = ""
+    if not isinstance(maps, dict):
+        from ..io.maps import read_maps
+
+        source = f" in {maps}"
+        maps, _ = read_maps(maps)
+    pigments, present, top = [], {}, {}
+    for name, (array, attrs) in maps.items():
+        if attrs.get("kind") != "pigment":
+            continue
+        abbr = attrs.get("abbreviation") or name
+        if attrs.get("layer", "any") == "top":
+            top[abbr] = array
+        else:
+            pigments.append((abbr, attrs.get("pigment") or abbr))
+            present[abbr] = array
+    if not pigments:
+        raise InvalidDataError(
+            f"no pigment maps{source}; give the output of `xrf-pigments predict`, not element maps"
+        )
+    stack = np.stack([np.asarray(present[a], np.float32) for a, _ in pigments], axis=-1)
+    top_stack = None
+    if all(a in top for a, _ in pigments):
+        top_stack = np.stack([np.asarray(top[a], np.float32) for a, _ in pigments], axis=-1)
+    return pigments, stack, top_stack
+
+
+def evaluate_maps(maps, truth, *, threshold: float = 0.5) -> dict:
+    """Score pigment probability maps against a mock-up's ground truth, pixel by pixel.
+
+    Parameters
+    ----------
+    maps : str, Path or dict
+        See :func:`pigment_maps_arrays`.
+    truth : str, Path or dict
+        Ground truth (``xrf-pigments mockup --truth``); it must have a map for every pigment
+        of ``maps`` and the same number of rows and columns.
+    threshold : float
+
+    Returns
+    -------
+    dict
+        :func:`evaluate_predictions` output over all pixels (a pixel without counts, NaN in the
+        maps, counts as "predicted absent").
+    """
+    from ..errors import InvalidDataError
+    from ..labels import labels_from_truth
+
+    pigments, present, top = pigment_maps_arrays(maps)
+    labels = labels_from_truth(truth, pigments=pigments)
+    if labels.shape != present.shape[:2]:
+        raise InvalidDataError(
+            f"the maps are {present.shape[0]} x {present.shape[1]} pixels but the ground truth is "
+            f"{labels.shape[0]} x {labels.shape[1]}: they are not of the same scan"
+        )
+    n = labels.present.shape[0] * labels.present.shape[1]
+    use_top = top is not None and labels.top is not None
+    return evaluate_predictions(
+        pigments,
+        labels.present.reshape(n, -1),
+        np.nan_to_num(present, nan=0.0).reshape(n, -1),
+        labels.top.reshape(n, -1) if use_top else None,
+        np.nan_to_num(top, nan=0.0).reshape(n, -1) if use_top else None,
+        threshold=threshold,
+    )

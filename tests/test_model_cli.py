@@ -19,12 +19,13 @@ def test_cli_train_writes_a_model(tmp_path, capsys):
     data = write_set(tmp_path / "train.h5", n=100)
     out = tmp_path / "model"
     rc = main(["train", "--data", str(data), "--out", str(out), "--folds", "2", "--epochs", "1",
-               "--seed", "4", "--batch-size", "32"])
+               "--seed", "4", "--batch-size", "32", "--lr-schedule", "cosine"])
     assert rc == 0
     printed = capsys.readouterr()
     assert "Present (any layer)" in printed.out and f"model written to {out}" in printed.out
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["training"]["folds"] == 2 and meta["training"]["seed"] == 4
+    assert meta["training"]["lr_schedule"] == "cosine"
     assert meta["training"]["command"].startswith("xrf-pigments")
     assert meta["n_parameters"] > 0 and (out / "model.keras").is_file()
     assert main(["train", "--data", str(data), "--out", str(out)]) == 2  # exists, no --force

@@ -144,3 +144,25 @@ def test_k_fold_keeps_the_best_fold():
     assert result.best_fold == best["fold"]
     meta = result.model.metadata["training"]
     assert meta["best_fold"] == best["fold"] and meta["augmentation"]["shift_channels"] == 1
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_learning_rate_schedule(schedule):
+    spectra, present, top = make_set(200, seed=5)
+    data = TrainingSet(spectra, ENERGY, present, top, tuple(PIGMENTS))
+    result = run(train(data, folds=1, epochs=3, patience=3, batch_size=32, learning_rate=2e-3,
+                       architecture=TINY_ARCH, lr_schedule=schedule))
+    rates = [h["learning_rate"] for h in result.history]
+    if schedule == "constant":
+        assert rates == pytest.approx([2e-3] * 3)
+    else:  # cosine: falling every epoch, to 1 % of the start after the last one
+        assert rates[0] < 2e-3 and rates[0] > rates[1] > rates[2]
+        assert rates[2] == pytest.approx(2e-5, rel=1e-3)
+    assert result.model.metadata["training"]["lr_schedule"] == schedule
+
+
+def test_unknown_learning_rate_schedule_is_refused():
+    spectra, present, top = make_set(50, seed=6)
+    data = TrainingSet(spectra, ENERGY, present, top, tuple(PIGMENTS))
+    with pytest.raises(InvalidDataError, match="learning-rate schedule 'step'"):
+        run(train(data, folds=1, epochs=1, architecture=TINY_ARCH, lr_schedule="step"))

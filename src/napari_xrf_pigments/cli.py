@@ -213,6 +213,7 @@ def _cmd_train(args) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        lr_schedule=args.lr_schedule,
         patience=args.patience,
         preprocessing=args.grid,
         top_head=False if args.no_top else None,
@@ -417,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_fit)
 
-    from .model.defaults import THRESHOLD, TRAIN_DEFAULTS as D
+    from .model.defaults import LR_SCHEDULES, THRESHOLD, TRAIN_DEFAULTS as D
 
     p = sub.add_parser("train", help="train a pigment model on a labelled training set")
     p.add_argument("--data", required=True, help="training set (.h5, see docs/model.md)")
@@ -431,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default {D['batch_size']}")
     p.add_argument("--learning-rate", type=float, default=D["learning_rate"],
                    help=f"Adam, default {D['learning_rate']:g}")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=D["lr_schedule"],
+                   help="learning rate over the epochs: constant (paper, default) or a cosine "
+                        "decay to 1%% of it at the last epoch")
     p.add_argument("--patience", type=int, default=D["patience"],
                    help=f"early-stopping patience in epochs (default {D['patience']})")
     p.add_argument("--grid", default="data", type=_parse_grid,
@@ -438,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'paper' (3815 x 10 eV) or START:STEP:N in keV")
     p.add_argument("--no-top", action="store_true", help="no top-layer head (paper network)")
     p.add_argument("--augment", action="store_true",
-                   help="Poisson count-level (1e3-1e6 counts) and +-20 eV shift augmentation")
+                   help="Poisson count-level (1e3-1e6 counts) and +-20 eV shift (in whole model "
+                        "channels) augmentation")
     p.add_argument("--name", default=None, help="model name stored in its metadata")
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
     p.set_defaults(func=_cmd_train)

@@ -115,8 +115,11 @@ def build_paper_model(**overrides):
     return build_model(**config)
 
 
-def compile_model(model, *, learning_rate: float = 1e-3):
-    """Compile for training: Adam, binary cross-entropy on every head (paper Eq. 2)."""
+def compile_model(model, *, learning_rate=1e-3):
+    """Compile for training: Adam, binary cross-entropy on every head (paper Eq. 2).
+
+    ``learning_rate`` is a float or a ``keras.optimizers.schedules.LearningRateSchedule``.
+    """
     losses = {name: "binary_crossentropy" for name in model.output_names if name in OUTPUTS}
     metrics = {name: [keras.metrics.BinaryAccuracy(name="acc")] for name in losses}
     model.compile(

@@ -7,9 +7,13 @@ TRAIN_DEFAULTS = {
     "seed": 0,
     "batch_size": 64,
     "learning_rate": 1e-3,
+    "lr_schedule": "constant",
     "patience": 10,
     "test_fraction": 0.2,
 }
+
+#: Learning-rate schedules of :func:`~napari_xrf_pigments.model.training.train`.
+LR_SCHEDULES = ("constant", "cosine")
 
 #: ``--augment``: Poisson resampling to 1e3-1e6 total counts and up to +-20 eV calibration shift.
 AUGMENT_COUNTS = (1e3, 1e6)

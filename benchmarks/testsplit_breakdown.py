@@ -1,0 +1,65 @@
+"""Quality check: where a model's "present" F1 on its simulated test split is lost.
+
+One command::
+
+    python benchmarks/testsplit_breakdown.py --data TRAIN.h5 [--model DIR] [--seed 0]
+
+``TRAIN.h5`` is the training set the model was trained on and ``--seed`` its training seed:
+the script rebuilds the same 20 % test split (:func:`~napari_xrf_pigments.model.training.
+split_indices`) that ``train`` scored. Per pigment it prints the F1 over the whole split (as
+``train`` and ``evaluate`` report it) and the F1 with the *buried-only* positives left out (spectra
+where the pigment is only in the bottom layer), then the share of buried-only positives found.
+A pigment that scores well once buried-only cases are left out loses its F1 to what the top
+layer hides; one that does not is confused with a pigment of the same elements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def f1(truth, predicted) -> float:
+    tp = int((truth & predicted).sum())
+    wrong = int((truth != predicted).sum())
+    return 2 * tp / (2 * tp + wrong) if tp + wrong else float("nan")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="the model's training set (.h5)")
+    parser.add_argument("--model", default=None, help="model directory (default: shipped)")
+    parser.add_argument("--seed", type=int, default=0, help="the model's training seed")
+    args = parser.parse_args(argv)
+
+    from napari_xrf_pigments.model.files import load_model
+    from napari_xrf_pigments.model.training import split_indices
+    from napari_xrf_pigments.trainset import read_training_set
+
+    data = read_training_set(args.data, require_top=True)
+    test, _ = split_indices(len(data), folds=1, seed=args.seed)
+    model = load_model(args.model, pigments=data.pigments)
+    predicted = model.predictor().predict_spectra(data.spectra[test], data.energy)["present"] >= 0.5
+    present, top = data.present[test], data.top[test]
+    results = {}
+    print(f"{'pigment':<8} {'F1 all':>7} {'F1 without buried-only':>23} {'buried-only found':>18}")
+    for i, abbr in enumerate(model.abbreviations):
+        buried = present[:, i] & ~top[:, i]
+        r = results[abbr] = {
+            "f1": round(f1(present[:, i], predicted[:, i]), 3),
+            "f1_without_buried_only": round(f1(present[~buried, i], predicted[~buried, i]), 3),
+            "buried_only_found": round(float(predicted[buried, i].mean()), 3),
+            "n_buried_only": int(buried.sum()),
+        }
+        print(f"{abbr:<8} {r['f1']:>7.3f} {r['f1_without_buried_only']:>23.3f} "
+              f"{r['buried_only_found']:>12.3f} of {r['n_buried_only']}")
+    print(json.dumps({"n_test": int(test.size), "pigments": results}))
+
+
+if __name__ == "__main__":
+    main()

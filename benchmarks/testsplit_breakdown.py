@@ -21,8 +21,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-
 
 def f1(truth, predicted) -> float:
     tp = int((truth & predicted).sum())

@@ -166,3 +166,10 @@ def test_unknown_learning_rate_schedule_is_refused():
     data = TrainingSet(spectra, ENERGY, present, top, tuple(PIGMENTS))
     with pytest.raises(InvalidDataError, match="learning-rate schedule 'step'"):
         run(train(data, folds=1, epochs=1, architecture=TINY_ARCH, lr_schedule="step"))
+
+
+def test_half_channel_shift_rounds_up_to_one_channel():
+    spectra, present, top = make_set(60, seed=7)
+    data = TrainingSet(spectra, ENERGY, present, top, tuple(PIGMENTS))
+    result = run(train(data, folds=1, epochs=1, architecture=TINY_ARCH, augment_shift_keV=0.02))
+    assert result.model.metadata["training"]["augmentation"]["shift_channels"] == 1  # 40 eV grid

@@ -196,7 +196,8 @@ def train(
     augment_counts : (low, high), optional
         Total-count range for Poisson augmentation (e.g. ``(1e3, 1e6)``).
     augment_shift_keV : float
-        Largest random calibration shift (rounded to whole model channels).
+        Largest random calibration shift, rounded to the nearest whole model channel (halves
+        up: 0.02 keV is 2 channels of 10 eV, 1 of 20 eV or 40 eV).
     name : str, optional
         Model name for the metadata.
 
@@ -232,7 +233,9 @@ def train(
     counts = preprocessing.counts_on_grid(data.spectra, data.energy, what="the training data")
     features = preprocessing.transform(counts)[..., None]
     step = float(np.median(np.diff(preprocessing.grid)))
-    max_shift = int(round(augment_shift_keV / step)) if augment_shift_keV else 0
+    # Nearest whole channel, halves up: 20 eV is one channel of 40 eV too (as the shipped model
+    # was trained), not zero by round-half-even or float noise.
+    max_shift = int(math.floor(augment_shift_keV / step + 0.5 + 1e-6)) if augment_shift_keV else 0
     augmenting = augment_counts is not None or max_shift > 0
     rng = np.random.default_rng(seed + 1)
     keras.utils.set_random_seed(seed)

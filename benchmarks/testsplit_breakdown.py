@@ -22,12 +22,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def f1(truth, predicted) -> float:
-    tp = int((truth & predicted).sum())
-    wrong = int((truth != predicted).sum())
-    return 2 * tp / (2 * tp + wrong) if tp + wrong else float("nan")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the model's training set (.h5)")
@@ -36,22 +30,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from napari_xrf_pigments.model.files import load_model
+    from napari_xrf_pigments.model.metrics import binary_metrics
     from napari_xrf_pigments.model.training import split_indices
     from napari_xrf_pigments.trainset import read_training_set
 
     data = read_training_set(args.data, require_top=True)
     test, _ = split_indices(len(data), folds=1, seed=args.seed)
     model = load_model(args.model, pigments=data.pigments)
-    predicted = model.predictor().predict_spectra(data.spectra[test], data.energy)["present"] >= 0.5
+    score = model.predictor().predict_spectra(data.spectra[test], data.energy)["present"]
     present, top = data.present[test], data.top[test]
+    everything = binary_metrics(present, score)
     results = {}
     print(f"{'pigment':<8} {'F1 all':>7} {'F1 without buried-only':>23} {'buried-only found':>18}")
     for i, abbr in enumerate(model.abbreviations):
         buried = present[:, i] & ~top[:, i]
+        visible = binary_metrics(present[~buried, i : i + 1], score[~buried, i : i + 1])
         r = results[abbr] = {
-            "f1": round(f1(present[:, i], predicted[:, i]), 3),
-            "f1_without_buried_only": round(f1(present[~buried, i], predicted[~buried, i]), 3),
-            "buried_only_found": round(float(predicted[buried, i].mean()), 3),
+            "f1": round(float(everything["f1"][i]), 3),
+            "f1_without_buried_only": round(float(visible["f1"][0]), 3),
+            "buried_only_found": round(float((score[buried, i] >= 0.5).mean()), 3),
             "n_buried_only": int(buried.sum()),
         }
         print(f"{abbr:<8} {r['f1']:>7.3f} {r['f1_without_buried_only']:>23.3f} "

@@ -96,3 +96,153 @@ def test_cli_mockup_and_simulate_write_readable_files(tmp_path, capsys):
     ts = read_training_set(train_path)
     assert len(ts) == 64 and ts.provenance["seed"] == 2
     assert [p.abbreviation for p in ts.pigments] == ["CrG", "CrY", "CB", "EG", "IO", "LW", "PB", "RL", "CM", "VM", "ZW"]
+
+
+# -- out-of-library distractors in mock-ups and training sets ---------------------------------
+
+# Titanium white (a distractor) as a top strip over a Table 2 bottom and a distractor mixture.
+FOREIGN = crossed_strips(("TiR", "Top 4"), ("Bottom 2A", "Azurite + lead white"),
+                         strip_px=2, gap_px=2, margin_px=1)
+
+
+@pytest.fixture(scope="module")
+def foreign_mockup():
+    return run(simulate_mockup(FOREIGN, seed=3, live_time_s=2.0))
+
+
+def test_mockup_with_distractor_strips(foreign_mockup):
+    cube, truth = foreign_mockup
+    top, bottom = truth["top_index"], truth["bottom_index"]
+    assert set(truth["distractor"]) == {"TiR", "Azu"}
+    assert np.array_equal(truth["distractor"]["TiR"], top == 0)
+    assert np.array_equal(truth["distractor"]["Azu"], bottom == 1)
+    # Distractors are no class: pure titanium white over the ground has no label at all.
+    alone = (top == 0) & (bottom < 0)
+    assert alone.any() and not any(m[alone].any() for m in truth["present"].values())
+    assert not any(m[top == 0].any() for m in truth["top"].values())
+    # Under the titanium white, the lead white of Bottom 2A and of the azurite mixture counts.
+    assert truth["present"]["LW"][(top == 0) & (bottom >= 0)].all()
+    assert "Azu" not in truth["present"] and "TiR" not in truth["top"]
+    ti = band(cube, 4.4, 4.6)  # Ti Ka
+    cu = band(cube, 7.95, 8.15)  # Cu Ka
+    assert ti[top == 0].mean() > 20 * ti[top != 0].mean()
+    exposed = (bottom == 1) & (top < 0)
+    assert cu[exposed].mean() > 20 * cu[bottom != 1].mean()
+
+
+def test_mockup_truth_with_distractors_round_trips(tmp_path, foreign_mockup, small_mockup):
+    import h5py
+
+    from napari_xrf_pigments.datasets.mockup import write_truth
+
+    _, truth = foreign_mockup
+    back = read_truth(write_truth(tmp_path / "t.h5", truth))
+    assert set(back["distractor"]) == {"TiR", "Azu"}
+    for abbr, mask in truth["distractor"].items():
+        assert np.array_equal(back["distractor"][abbr], mask)
+    # Mock-ups without distractors write no /distractor group, as before; reading gives {}.
+    path = write_truth(tmp_path / "old.h5", small_mockup[1])
+    with h5py.File(path) as h5:
+        assert "distractor" not in h5
+    assert small_mockup[1]["distractor"] == {} and read_truth(path)["distractor"] == {}
+
+
+def test_mockup_strips_may_be_pure_materials_and_unknown_names_fail():
+    from napari_xrf_pigments.datasets.mockup import strip_pigments
+    from napari_xrf_pigments.errors import InvalidDataError
+    from napari_xrf_pigments.pigments import load_pigment_library
+
+    lib = load_pigment_library()
+    assert strip_pigments("VM", lib) == {"VM": 1.0} and strip_pigments("Mal", lib) == {"Mal": 1.0}
+    assert strip_pigments("Top 4", lib) == dict(lib.mixture("Top 4").pigments)
+    for name in ("Top 9", "CC", "alkyd"):  # unknown; the ground and binders are no paint
+        with pytest.raises(InvalidDataError, match="Top 1.*TiR"):
+            run(simulate_mockup(crossed_strips((name,), ("Bottom 1A",)), live_time_s=0.1))
+
+
+def test_distractors_in_the_library_leave_mockups_unchanged(small_mockup):
+    from napari_xrf_pigments.pigments import load_pigment_library
+
+    # The library as it was before distractors: same counts, bit for bit.
+    bare = load_pigment_library().without_distractors()
+    cube, truth = run(simulate_mockup(SMALL, seed=3, library=bare))
+    assert np.array_equal(cube.counts, small_mockup[0].counts)
+
+
+TINY = dict(n_instruments=2, readouts_per_instrument=2)
+
+
+def test_default_recipe_draws_no_distractors_and_is_unchanged():
+    from napari_xrf_pigments.pigments import load_pigment_library
+
+    ts = run(generate_training_set(200, seed=7, recipe=TrainingRecipe(**TINY)))
+    explicit = run(generate_training_set(
+        200, seed=7, recipe=TrainingRecipe(**TINY, p_distractor=0.0, distractor_split="train")))
+    before = run(generate_training_set(200, seed=7, recipe=TrainingRecipe(**TINY),
+                                       library=load_pigment_library().without_distractors()))
+    for other in (explicit, before):
+        assert np.array_equal(ts.spectra, other.spectra)
+        assert np.array_equal(ts.present, other.present) and np.array_equal(ts.top, other.top)
+        assert ts.params.keys() == other.params.keys()
+        for key in ts.params:
+            assert np.array_equal(ts.params[key], other.params[key])
+    assert "distractor_present" not in ts.params
+
+
+def test_recipe_checks_distractor_settings():
+    with pytest.raises(ValueError, match="p_distractor"):
+        TrainingRecipe(p_distractor=1.5)
+    with pytest.raises(ValueError, match="distractor_split"):
+        TrainingRecipe(distractor_split="validation")
+
+
+def test_sampler_draws_only_distractors_of_the_split():
+    from napari_xrf_pigments.datasets.training import _LayerSampler
+    from napari_xrf_pigments.pigments import load_pigment_library
+
+    lib = load_pigment_library()
+    for split in ("train", "test"):
+        allowed = {m.abbreviation for m in lib.distractors(split)}
+        sampler = _LayerSampler(lib, TrainingRecipe(p_distractor=1.0, distractor_split=split),
+                                np.random.default_rng(0))
+        pure = 0
+        for _ in range(400):
+            comp = sampler.composition()
+            foreign = {a for a in comp if lib[a].kind == "distractor"}
+            assert foreign and foreign <= allowed and len(foreign) <= 2
+            classes = {lib[a].label for a in comp if lib[a].label}
+            assert len(classes) <= 3
+            pure += not classes
+        assert 150 < pure < 250  # half of the layers are a pure distractor
+
+
+def test_training_set_with_distractors():
+    from napari_xrf_pigments.pigments import load_pigment_library
+
+    # One paint layer of anatase (a test distractor), pure or with class pigments.
+    lib = load_pigment_library().without_distractors(keep=("TiA",))
+    recipe = TrainingRecipe(**TINY, p_distractor=1.0, distractor_split="test",
+                            p_two_layers=0.0, p_bare_ground=0.0)
+    ts = run(generate_training_set(120, seed=2, recipe=recipe, library=lib))
+    assert ts.params["distractor_present"].all() and ts.params["distractor_top"].all()
+    assert [p.abbreviation for p in ts.pigments] == list(lib.classes)
+    pure = ~ts.present.any(axis=1)  # a pure distractor over the ground: no label at all
+    assert 30 < pure.sum() < 90 and np.array_equal(ts.present, ts.top)
+    e = ts.energy
+    ti = ts.spectra[:, (e > 4.4) & (e < 4.6)].sum(axis=1) / ts.params["live_time_s"]
+    plain = run(generate_training_set(120, seed=2, recipe=TrainingRecipe(**TINY)))
+    ti_plain = plain.spectra[:, (e > 4.4) & (e < 4.6)].sum(axis=1) / plain.params["live_time_s"]
+    assert np.median(ti) > 5 * np.median(ti_plain)
+
+
+def test_cli_simulate_with_distractors(tmp_path, capsys):
+    path = tmp_path / "s.h5"
+    assert main(["simulate", "--out", str(path), "--n", "48", "--seed", "1",
+                 "--distractors", "0.5"]) == 0
+    ts = read_training_set(path)
+    assert ts.provenance["recipe"]["p_distractor"] == 0.5
+    assert ts.params["distractor_present"].any() and not ts.params["distractor_present"].all()
+    for bad in ("1.5", "-0.1", "x"):
+        with pytest.raises(SystemExit):
+            main(["simulate", "--out", str(tmp_path / "t.h5"), "--distractors", bad])
+        assert "--distractors" in capsys.readouterr().err

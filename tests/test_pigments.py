@@ -223,3 +223,149 @@ def test_importing_pigments_and_instrument_loads_no_pymca():
             "print([m for m in ('PyMca5', 'napari', 'qtpy') if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- evidence elements, sources and out-of-library distractors -------------------------------
+
+CLASS_EVIDENCE = {
+    "CrG": ("Cr",), "CrY": ("Cr", "Pb"), "CB": ("Co",), "EG": ("Cu", "As"), "IO": ("Fe",),
+    "LW": ("Pb",), "PB": ("Fe",), "RL": ("Pb",), "CM": ("Sn",), "VM": ("Hg",), "ZW": ("Zn",),
+}
+
+
+def test_every_class_has_its_evidence_elements(lib):
+    assert lib.classes == PAPER_CLASSES  # distractors add no class and keep the order
+    assert {c: lib.evidence_of(c) for c in lib.classes} == CLASS_EVIDENCE
+    assert lib["EG"].evidence == ("Cu", "As")
+    assert lib["VG"].evidence == ("Cu",) and lib["SA"].evidence == ("As",)
+    for m in (*lib.of_kind("ground"), *lib.of_kind("binder")):
+        assert m.evidence == ()
+    assert "substrate" in lib["CM"].note and "no element evidence" in lib["CM"].note
+    with pytest.raises(KeyError, match="no class 'Azu'"):
+        lib.evidence_of("Azu")
+
+
+def test_distractors_are_never_classes_and_splits_are_disjoint(lib):
+    train, test = lib.distractors("train"), lib.distractors("test")
+    assert len(train) >= 16 and len(test) >= 9
+    assert lib.distractors() == tuple(m for m in lib if m.kind == "distractor")
+    assert set(lib.distractors()) == set(train) | set(test)
+    for attr in ("abbreviation", "name"):
+        assert not {getattr(m, attr) for m in train} & {getattr(m, attr) for m in test}
+    for m in lib.distractors():
+        assert m.label is None and m.abbreviation not in lib.classes and m.note
+    # Code that iterates the pigments sees what it saw before distractors existed.
+    assert [m.abbreviation for m in lib.of_kind("pigment")] == [*PAPER_CLASSES, "VG", "SA"]
+    with pytest.raises(ValueError, match="split"):
+        lib.distractors("validation")
+
+
+def test_distractor_splits_both_hold_foreign_elements_and_confusing_combinations(lib):
+    class_elements = {el for ev in CLASS_EVIDENCE.values() for el in ev}
+    for split in ("train", "test"):
+        evidence = [set(m.evidence) for m in lib.distractors(split)]
+        assert any(ev - class_elements - {"K", "Ca"} for ev in evidence)  # Ti, Ba, Cd, ...
+        assert {"Cu"} in evidence  # copper without arsenic
+        assert any("As" in ev and "Cu" not in ev for ev in evidence)
+        assert any("Cr" in ev and "Pb" not in ev for ev in evidence)
+        assert any("Pb" in ev and ev & {"Sn", "Sb"} for ev in evidence)
+        assert any("Co" in ev and len(ev) > 1 for ev in evidence)
+    # A distractor that XRF cannot tell from a class (an Fe-only ochre, a Pb-only white)
+    # would teach the network to contradict the physics.
+    for m in lib.distractors():
+        assert set(m.evidence) not in [set(ev) for ev in CLASS_EVIDENCE.values()], m.abbreviation
+
+
+def test_every_entry_has_a_source(lib):
+    for m in lib:
+        assert m.source.strip(), m.abbreviation
+
+
+def test_pymca_reads_every_formula_and_evidence_is_what_xrf_sees(lib):
+    pytest.importorskip("PyMca5")
+    from napari_xrf_pigments.lines import element_lines
+    from napari_xrf_pigments.physics import _pymca
+
+    def visible(el):  # a K or L line above 2.8 keV that a 40 kV tube excites
+        return any(2.8 < line.energy < 40 for line in element_lines(el, ("K", "L")))
+
+    for m in lib:
+        fractions = _pymca.element_mass_fractions(m.formula)
+        assert set(fractions) == set(m.composition), m.abbreviation
+        assert sum(fractions.values()) == pytest.approx(1.0)
+        assert m.density > 0
+        if m.kind in ("pigment", "distractor"):
+            assert set(m.evidence) == {el for el in m.elements if visible(el)}, m.abbreviation
+
+
+def test_library_with_distractors_round_trips(tmp_path, lib):
+    lib.save(tmp_path / "lib.json")
+    again = load_pigment_library(tmp_path / "lib.json")
+    assert again.materials == lib.materials and again.mixtures == lib.mixtures
+    saved = json.loads((tmp_path / "lib.json").read_text())["materials"]
+    tw = next(e for e in saved if e["abbreviation"] == "TiR")
+    assert tw["kind"] == "distractor" and tw["split"] == "train" and "class" not in tw
+    assert tw["evidence"] == ["Ti"]
+
+
+def test_library_without_distractors(lib):
+    bare = lib.without_distractors()
+    assert not bare.distractors() and bare.classes == lib.classes
+    assert [m.abbreviation for m in bare] == [m.abbreviation for m in lib
+                                              if m.kind != "distractor"]
+    assert len(bare.mixtures) == 20  # Table 2; mixtures with distractors are dropped
+    some = lib.without_distractors(keep=("TiR", "Azu"))
+    assert [m.abbreviation for m in some.distractors()] == ["Azu", "TiR"]
+    assert "Azurite + lead white" in [m.name for m in some.mixtures]
+    assert lib.without_distractors(keep=[m.abbreviation for m in lib.distractors()]) is lib
+
+
+def test_distractor_mixtures_for_mockup_strips(lib):
+    mix = lib.mixture("Azurite + lead white")
+    assert mix.position is None and dict(mix.pigments) == pytest.approx({"Azu": 0.5, "LW": 0.5})
+    assert mix.layer(50).classes(lib) == {"LW"}  # azurite is no class
+    for mix in lib.mixtures:  # a mixture never mixes the two splits
+        splits = {lib[a].split for a, _ in mix.pigments if lib[a].kind == "distractor"}
+        assert len(splits) <= 1, mix.name
+
+
+DISTRACTOR = {"abbreviation": "TW", "name": "Titanium white", "formula": "Ti1O2",
+              "density": 4.23, "kind": "distractor", "split": "train", "evidence": ["Ti"]}
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({**DISTRACTOR, "split": "validation"}, "needs 'split'"),
+        ({k: v for k, v in DISTRACTOR.items() if k != "split"}, "needs 'split'"),
+        ({**DISTRACTOR, "class": "TW"}, "distractor is never a class"),
+        ({**DISTRACTOR, "class": None}, "distractor is never a class"),
+        ({"abbreviation": "ZZ", "formula": "Zn1O1", "density": 5, "split": "train"},
+         "'split' is only for distractors"),
+        ({**DISTRACTOR, "evidence": ["Ti", "Ba"]}, "evidence element 'Ba' is not in the formula"),
+        ({**DISTRACTOR, "evidence": ["Tx"]}, "evidence 'Tx' is not an element symbol"),
+        ({**DISTRACTOR, "evidence": "Ti"}, "evidence must be a list"),
+        ({**DISTRACTOR, "source": 3}, "source must be a string"),
+        ({**DISTRACTOR, "splits": "train"}, "unknown keys"),
+    ],
+)
+def test_invalid_evidence_and_distractor_entries_name_the_entry(tmp_path, entry, message):
+    path = _write(tmp_path, "bad.json", [
+        {"abbreviation": "OK", "formula": "Fe2O3", "density": 5.2}, entry])
+    with pytest.raises(PigmentLibraryError, match=message) as info:
+        load_pigment_library(extra=path)
+    text = str(info.value)
+    assert "bad.json" in text and "entry 1" in text and repr(entry["abbreviation"]) in text
+
+
+def test_evidence_may_sit_in_a_substitute(tmp_path):
+    ok = _write(tmp_path, "ok.json", [
+        {"abbreviation": "EG2", "formula": "C1H4", "density": 1.0, "evidence": ["Cu", "As"],
+         "substitute": {"VG": 1, "SA": 1}}])
+    assert load_pigment_library(extra=ok).evidence_of("EG2") == ("Cu", "As")
+    bad = _write(tmp_path, "bad.json", [
+        {"abbreviation": "EG3", "formula": "C1H4", "density": 1.0, "evidence": ["Cu", "Zn"],
+         "substitute": {"VG": 1, "SA": 1}}])
+    with pytest.raises(PigmentLibraryError,
+                       match=r"bad.json: entry 0 \('EG3'\): evidence element 'Zn'.*substitutes"):
+        load_pigment_library(extra=bad)

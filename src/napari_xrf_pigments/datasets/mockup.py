@@ -2,6 +2,8 @@
 
 Bottom-layer strips run vertically, top-layer strips horizontally, with gaps between strips so
 that every combination occurs: top over bottom, top over ground, bottom exposed, bare ground.
+A strip is a named mixture of the pigment library (Table 2 of the paper) or one material of it,
+a class pigment or an out-of-library distractor (e.g. ``"TiR"``, titanium white).
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def crossed_strips(
     Parameters
     ----------
     tops, bottoms : sequence of str
-        Strip names, top to bottom of the image / left to right.
+        Strip names, top to bottom of the image / left to right: mixture names of the pigment
+        library (``"Top 2"``) or material abbreviations (``"VM"``, ``"TiR"``) for a pure
+        paint. :func:`simulate_mockup` checks them.
     strip_px, gap_px, margin_px : int
         Strip width, gap between strips and border, in pixels.
 
@@ -94,6 +98,42 @@ class MockupRecipe:
     binder_fraction: float = 0.25
 
 
+def strip_pigments(name: str, library) -> dict[str, float]:
+    """The pigments of a strip: a named mixture, else one material of the library, pure.
+
+    Parameters
+    ----------
+    name : str
+        Mixture name (``"Bottom 4A"``; wins if a material has the same name) or abbreviation
+        of a pigment or distractor (``"LW"``, ``"Azu"``).
+    library : PigmentLibrary
+
+    Returns
+    -------
+    dict of str to float
+        Abbreviation to mass fraction.
+
+    Raises
+    ------
+    InvalidDataError
+        For an unknown name or a ground or binder, listing the names that work.
+    """
+    from ..errors import InvalidDataError
+
+    for mix in library.mixtures:
+        if mix.name == name:
+            return dict(mix.pigments)
+    if name in library and library[name].kind in ("pigment", "distractor"):
+        return {name: 1.0}
+    mixtures = ", ".join(m.name for m in library.mixtures)
+    materials = ", ".join(m.abbreviation for m in library
+                          if m.kind in ("pigment", "distractor"))
+    raise InvalidDataError(
+        f"unknown strip {name!r}: not a mixture or a pigment of the library "
+        f"(mixtures: {mixtures}; pigments and distractors: {materials})"
+    )
+
+
 def simulate_mockup(
     layout: StripLayout | None = None,
     *,
@@ -132,23 +172,22 @@ def simulate_mockup(
         Poisson counts (rows, columns, channels) as uint32 in memory.
     truth : dict
         ``present`` and ``top``: dict of class abbreviation -> bool (rows, columns);
+        ``distractor``: dict of distractor abbreviation -> bool (rows, columns), the
+        distractor in any layer, for each distractor the strips use (empty if none);
         ``top_index``/``bottom_index`` strip maps; ``attrs``: what was simulated.
     """
     from ..cube import XRFCube
-    from ..errors import InvalidDataError
     from ..physics import FastSimulator, Instrument
-    from ..pigments import Stratigraphy, ground_layer, load_pigment_library
+    from ..pigments import Layer, Stratigraphy, ground_layer, load_pigment_library
 
     layout = crossed_strips() if layout is None else layout
     instrument = Instrument() if instrument is None else instrument
     library = load_pigment_library() if library is None else library
     recipe = MockupRecipe() if recipe is None else recipe
     live_time_s = instrument.live_time_s if live_time_s is None else float(live_time_s)
-    for name in (*layout.tops, *layout.bottoms):
-        try:
-            library.mixture(name)
-        except KeyError as exc:
-            raise InvalidDataError(exc.args[0]) from None
+    pigments = {name: strip_pigments(name, library) for name in (*layout.tops, *layout.bottoms)}
+    used = {abbr for fractions in pigments.values() for abbr, f in fractions.items() if f > 0}
+    distractors = tuple(m.abbreviation for m in library.distractors() if m.abbreviation in used)
     rng = np.random.default_rng(seed)
     classes = tuple(library.classes)
     rows, cols = layout.shape
@@ -162,12 +201,12 @@ def simulate_mockup(
 
     def paint(name, thickness):
         # Galkyd (an alkyd) was the mock-ups' binder.
-        return library.mixture(name).layer(
-            jittered(thickness), binder="alkyd", binder_fraction=recipe.binder_fraction
-        )
+        return Layer(pigments[name], jittered(thickness), binder="alkyd",
+                     binder_fraction=recipe.binder_fraction)
 
     present = np.zeros((len(classes), rows, cols), dtype=bool)
     top = np.zeros_like(present)
+    foreign = {abbr: np.zeros((rows, cols), dtype=bool) for abbr in distractors}
     strata = []
     for r in range(rows):
         for c in range(cols):
@@ -180,10 +219,16 @@ def simulate_mockup(
             ground = ground_layer(jittered(ground_um), binder="alkyd", binder_fraction=recipe.binder_fraction)
             strat = Stratigraphy((*layers, ground))
             present[:, r, c], top[:, r, c] = strat.labels(library, classes)
+            for layer in layers:
+                for abbr, f in layer.pigments:
+                    if f > 0 and abbr in foreign:
+                        foreign[abbr][r, c] = True
             strata.append(strat)
 
     yield Progress(0, rows, "building the instrument physics")
-    simulator = FastSimulator(instrument, library)
+    # Only the distractors in use: the simulator's components (and so the counts of mock-ups
+    # without distractors) stay those of the library before distractors existed.
+    simulator = FastSimulator(instrument, library.without_distractors(keep=distractors))
     # Integer counts, as detectors write them.
     counts = np.empty((rows, cols, instrument.readout.n_channels), dtype=np.uint32)
     for r in range(rows):
@@ -214,6 +259,7 @@ def simulate_mockup(
     truth = {
         "present": dict(zip(classes, present)),
         "top": dict(zip(classes, top)),
+        "distractor": foreign,
         "top_index": layout.top_index,
         "bottom_index": layout.bottom_index,
         "attrs": attrs,
@@ -225,9 +271,10 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
     """Write mock-up ground truth (HDF5), atomically.
 
     Layout: ``/present/<ABBR>`` and ``/top/<ABBR>`` boolean (rows, columns) maps (pigment in
-    any layer / in the top layer), ``/strips/top_index`` and ``/strips/bottom_index`` (int16,
-    -1 = no strip), root attribute ``mockup`` (JSON: recipes, thicknesses, seed, instrument)
-    and ``pigments`` (JSON list of {abbreviation, name}).
+    any layer / in the top layer), ``/distractor/<ABBR>`` (only if the mock-up holds
+    distractors: distractor in any layer), ``/strips/top_index`` and ``/strips/bottom_index``
+    (int16, -1 = no strip), root attribute ``mockup`` (JSON: recipes, thicknesses, seed,
+    instrument) and ``pigments`` (JSON list of {abbreviation, name} of the classes).
     """
     import json
 
@@ -244,6 +291,12 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
                 for abbr, mask in truth[group].items():
                     g.create_dataset(abbr, data=np.asarray(mask, dtype=bool))
                     g[abbr].attrs["pigment"] = library[abbr].name
+            if truth.get("distractor"):
+                g = h5.create_group("distractor")
+                for abbr, mask in truth["distractor"].items():
+                    g.create_dataset(abbr, data=np.asarray(mask, dtype=bool))
+                    if abbr in library:
+                        g[abbr].attrs["pigment"] = library[abbr].name
             strips = h5.create_group("strips")
             strips.create_dataset("top_index", data=truth["top_index"])
             strips.create_dataset("bottom_index", data=truth["bottom_index"])
@@ -260,7 +313,8 @@ def read_truth(path) -> dict:
     Returns
     -------
     dict
-        ``present``/``top``: dict of abbreviation -> bool (rows, columns) array.
+        ``present``/``top``: dict of abbreviation -> bool (rows, columns) array;
+        ``distractor``: the same for distractors, empty for files without them.
     """
     import h5py
 
@@ -270,10 +324,15 @@ def read_truth(path) -> dict:
         with h5py.File(path, "r") as h5:
             if "present" not in h5:
                 raise UnreadableFileError(path, "not a ground-truth file (no /present group)")
-            return {
+            truth = {
                 group: {k: h5[group][k][()].astype(bool) for k in h5[group]}
                 for group in ("present", "top")
                 if group in h5
             }
+            group = h5.get("distractor")  # optional: older files and mock-ups without any
+            truth["distractor"] = (
+                {} if group is None else {k: group[k][()].astype(bool) for k in group}
+            )
+            return truth
     except OSError as exc:
         raise UnreadableFileError(path, f"not a readable HDF5 file ({exc})") from None

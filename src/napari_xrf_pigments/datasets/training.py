@@ -9,7 +9,9 @@ model trained so fails on real scans, so besides the paper's grid this generator
 - instrument variants (tube anode and voltage, angles, air path, detector), each with a pool
   of jittered readouts (calibration offset/gain, resolution);
 - counting times from 0.1 s to 10 s (log-uniform) and a tube-current factor;
-- optionally a measured background (SNIP of a real cube's mean spectrum), randomly scaled.
+- optionally a measured background (SNIP of a real cube's mean spectrum), randomly scaled;
+- optionally (``p_distractor``) out-of-library "distractor" paints, pure or mixed with class
+  pigments, labelled as none of the classes, so that the model learns to call nothing there.
 
 All spectra are written on the base instrument's nominal energy axis: jittered calibrations
 then look, to the model, like the calibration errors of real files.
@@ -55,6 +57,13 @@ class TrainingRecipe:
         Instrument variants (the base instrument is the first) and jittered readouts each.
     min_fraction : float
         Smallest pigment mass fraction in random mixtures.
+    p_distractor : float
+        A layer holds distractors (out-of-library paints, never a class): half of these are a
+        pure distractor, the others a random mixture of 1-3 class pigments and 1-2
+        distractors. Labels are those of the class pigments only. With 0 (the default) the
+        generator draws exactly what it drew before distractors existed.
+    distractor_split : {"train", "test"}
+        Which of the library's distractors are drawn (keep ``"test"`` for evaluation).
     """
 
     p_two_layers: float = 0.6
@@ -71,6 +80,15 @@ class TrainingRecipe:
     n_instruments: int = 6
     readouts_per_instrument: int = 6
     min_fraction: float = 0.03
+    p_distractor: float = 0.0
+    distractor_split: str = "train"
+
+    def __post_init__(self):
+        if not 0.0 <= self.p_distractor <= 1.0:
+            raise ValueError(f"p_distractor must be in [0, 1], got {self.p_distractor!r}")
+        if self.distractor_split not in ("train", "test"):
+            raise ValueError(
+                f"distractor_split must be 'train' or 'test', got {self.distractor_split!r}")
 
 
 def instrument_variants(base, rng, n: int) -> list:
@@ -125,6 +143,20 @@ class _LayerSampler:
     def __init__(self, library, recipe: TrainingRecipe, rng):
         self.library, self.recipe, self.rng = library, recipe, rng
         self.classes = tuple(library.classes)
+        # Recipes with distractors are for mock-up strips; the Table 2 branch draws from the
+        # others only (as many as before distractors existed, so the same draws).
+        self.mixtures = tuple(
+            mix for mix in library.mixtures
+            if not any(library[a].kind == "distractor" for a, _ in mix.pigments)
+        )
+        self.distractors = ()
+        if recipe.p_distractor > 0:
+            self.distractors = tuple(
+                m.abbreviation for m in library.distractors(recipe.distractor_split))
+            if not self.distractors:
+                raise ValueError(
+                    f"p_distractor > 0 but the library has no {recipe.distractor_split!r} "
+                    "distractors")
 
     def pigments_of(self, cls: str) -> dict:
         # A class with a mock-up substitute (emerald green: verdigris + sodium arsenite)
@@ -133,13 +165,34 @@ class _LayerSampler:
             return self.library.expand_substitutes({cls: 1.0})
         return {cls: 1.0}
 
+    def with_distractors(self) -> dict:
+        r, rng = self.recipe, self.rng
+        if rng.random() < 0.5:
+            return {str(rng.choice(self.distractors)): 1.0}
+        k = int(rng.choice([1, 2, 2, 3]))
+        d = int(rng.integers(1, min(2, len(self.distractors)) + 1))
+        chosen = [str(c) for c in rng.choice(self.classes, size=k, replace=False)]
+        foreign = [str(a) for a in rng.choice(self.distractors, size=d, replace=False)]
+        fractions = np.maximum(rng.dirichlet(np.ones(k + d)), r.min_fraction)
+        fractions = fractions / fractions.sum()
+        out: dict = {}
+        for cls, f in zip(chosen, fractions[:k]):
+            for abbr, part in self.pigments_of(cls).items():
+                out[abbr] = out.get(abbr, 0.0) + float(f) * part
+        for abbr, f in zip(foreign, fractions[k:]):
+            out[abbr] = out.get(abbr, 0.0) + float(f)
+        return out
+
     def composition(self) -> dict:
         r, rng = self.recipe, self.rng
+        # No draw at all without distractors: default recipes give the same sets as before.
+        if r.p_distractor > 0 and rng.random() < r.p_distractor:
+            return self.with_distractors()
         u = rng.random()
         if u < r.p_pure:
             return self.pigments_of(str(rng.choice(self.classes)))
         if u < r.p_pure + r.p_table2:
-            mixture = self.library.mixtures[int(rng.integers(len(self.library.mixtures)))]
+            mixture = self.mixtures[int(rng.integers(len(self.mixtures)))]
             # Relative jitter of the recipe's fractions (mock-up paint is hand-mixed).
             return {k: v * float(np.exp(rng.normal(0.0, 0.3))) for k, v in mixture.pigments}
         k = int(rng.choice([2, 2, 3, 4]))
@@ -221,8 +274,9 @@ def generate_training_set(
     -------
     TrainingSet
         Poisson counts (n, channels) on the base readout's axis, labels per pigment class,
-        per-spectrum ``params`` (layers, thicknesses, live time, instrument variant) and the
-        generation parameters as ``provenance``.
+        per-spectrum ``params`` (layers, thicknesses, live time, instrument variant; with
+        ``recipe.p_distractor > 0`` also ``distractor_present``/``distractor_top``, a
+        distractor in any / the top layer) and the generation parameters as ``provenance``.
     """
     from ..physics import FastSimulator, Instrument, readout_pool
     from ..pigments import load_pigment_library
@@ -256,6 +310,9 @@ def generate_training_set(
     n_layers = np.zeros(n, dtype=np.int8)
     top_um = np.zeros(n, dtype=np.float32)
     bottom_um = np.zeros(n, dtype=np.float32)
+    foreign = set(sampler.distractors)
+    foreign_present = np.zeros(n, dtype=bool)
+    foreign_top = np.zeros(n, dtype=bool)
     strats = []
     for i in range(n):
         strat, n_paint = sampler.stratigraphy()
@@ -266,11 +323,19 @@ def generate_training_set(
             top_um[i] = strat.layers[0].thickness_um
         if n_paint == 2:
             bottom_um[i] = strat.layers[1].thickness_um
+        if foreign:
+            hits = [any(a in foreign for a, f in layer.pigments if f > 0)
+                    for layer in strat.layers[:n_paint]]
+            foreign_present[i] = any(hits)
+            foreign_top[i] = bool(hits) and hits[0]
 
     yield Progress(0, n, "building the physics of the instrument variants")
+    # Only the distractors that can be drawn: without them the simulator's components are
+    # those of the library before distractors existed (same numbers, faster set-up).
+    sim_library = library.without_distractors(keep=sampler.distractors)
     done = 0
     for k, inst in enumerate(instruments):
-        simulator = FastSimulator(inst, library)
+        simulator = FastSimulator(inst, sim_library)
         for r, readout in enumerate(readouts[k]):
             idx = np.flatnonzero((which_instrument == k) & (which_readout == r))
             for start in range(0, idx.size, batch_size):
@@ -295,6 +360,16 @@ def generate_training_set(
         "instrument": instrument.to_dict(),
         "background": background_cps is not None,
     }
+    params = {
+        "n_layers": n_layers,
+        "top_um": top_um,
+        "bottom_um": bottom_um,
+        "live_time_s": live_time.astype(np.float32),
+        "instrument": which_instrument.astype(np.int16),
+    }
+    if foreign:  # only then: files of default recipes keep their layout
+        params["distractor_present"] = foreign_present
+        params["distractor_top"] = foreign_top
     return TrainingSet(
         spectra=spectra,
         energy=energy,
@@ -302,11 +377,5 @@ def generate_training_set(
         top=top,
         pigments=as_pigment_labels([(c, library[c].name) for c in classes]),
         provenance=json.loads(json.dumps(provenance, default=str)),
-        params={
-            "n_layers": n_layers,
-            "top_um": top_um,
-            "bottom_um": bottom_um,
-            "live_time_s": live_time.astype(np.float32),
-            "instrument": which_instrument.astype(np.int16),
-        },
+        params=params,
     )

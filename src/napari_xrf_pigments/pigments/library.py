@@ -1,4 +1,4 @@
-"""The pigment library: pigments, the ground and binders, read from JSON or TOML files.
+"""The pigment library: pigments, the ground, binders and distractors, from JSON or TOML files.
 
 A library file holds a list of materials (see ``library.json`` beside this module)::
 
@@ -8,10 +8,15 @@ A library file holds a list of materials (see ``library.json`` beside this modul
          "kind": "pigment", "class": "VM"}, ...]}
 
 or in TOML, one ``[[materials]]`` table per entry. ``kind`` is ``"pigment"`` (default),
-``"ground"`` or ``"binder"``; ``class`` is the label the pigment counts as (default: its own
-abbreviation for pigments, none for grounds and binders), so that substitutes such as verdigris
-count as emerald green. ``substitute`` (optional) maps abbreviations to mass fractions of a
-mixture used in place of the pigment in mock-ups.
+``"ground"``, ``"binder"`` or ``"distractor"``; ``class`` is the label the pigment counts as
+(default: its own abbreviation for pigments, none for the other kinds), so that substitutes such
+as verdigris count as emerald green. ``substitute`` (optional) maps abbreviations to mass
+fractions of a mixture used in place of the pigment in mock-ups.
+
+Optional keys of every entry: ``evidence``, the element symbols XRF must see for the material to
+be called (each in its formula or a substitute's formula), ``source``, a short citation, and
+``note``. A ``"distractor"`` is an out-of-library paint that is never a class (for open-set
+training and testing); it needs ``split``: ``"train"`` or ``"test"``.
 
 An optional ``"mixtures"`` list names pigment mixtures (the built-in file holds Table 2 of the
 paper)::
@@ -33,8 +38,10 @@ from .stratigraphy import DEFAULT_BINDER, Layer
 
 FORMAT = "napari-xrf-pigments pigment library"
 BUILTIN_PATH = Path(__file__).with_name("library.json")
-KINDS = ("pigment", "ground", "binder")
-_KEYS = {"abbreviation", "name", "formula", "density", "kind", "class", "note", "substitute"}
+KINDS = ("pigment", "ground", "binder", "distractor")
+SPLITS = ("train", "test")
+_KEYS = {"abbreviation", "name", "formula", "density", "kind", "class", "note", "substitute",
+         "evidence", "source", "split"}
 _MIXTURE_KEYS = {"name", "position", "pigments", "note"}
 
 
@@ -44,7 +51,7 @@ class PigmentLibraryError(InvalidDataError):
 
 @dataclass(frozen=True)
 class Pigment:
-    """One material of the library (a pigment, the ground or a binder).
+    """One material of the library (a pigment, the ground, a binder or a distractor).
 
     Attributes
     ----------
@@ -55,13 +62,20 @@ class Pigment:
         PyMca-style formula with explicit counts, e.g. ``"Hg1S1"``.
     density : float
         g/cm3, > 0.
-    kind : {"pigment", "ground", "binder"}
+    kind : {"pigment", "ground", "binder", "distractor"}
     label : str or None
-        Class this material counts as for labels (``"EG"`` for verdigris); None for grounds
-        and binders.
+        Class this material counts as for labels (``"EG"`` for verdigris); None for grounds,
+        binders and distractors.
     note : str
     substitute : tuple of (str, float) or None
         Mixture (abbreviation, mass fraction) that replaced this pigment in the mock-ups.
+    evidence : tuple of str
+        Elements XRF must see for this material to be called (``("Cu", "As")`` for emerald
+        green); empty where XRF sees none (binders, ultramarine, an organic lake).
+    source : str
+        Short citation of the composition and density.
+    split : {"train", "test"} or None
+        For distractors: whether training sets may draw it or it is kept for testing.
     """
 
     abbreviation: str
@@ -72,6 +86,9 @@ class Pigment:
     label: str | None = None
     note: str = ""
     substitute: tuple[tuple[str, float], ...] | None = None
+    evidence: tuple[str, ...] = ()
+    source: str = ""
+    split: str | None = None
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -95,12 +112,19 @@ class Pigment:
             "formula": self.formula,
             "density": self.density,
             "kind": self.kind,
-            "class": self.label,
         }
+        if self.kind != "distractor":  # a distractor never has a class, not even null
+            out["class"] = self.label
         if self.note:
             out["note"] = self.note
         if self.substitute:
             out["substitute"] = dict(self.substitute)
+        if self.evidence:
+            out["evidence"] = list(self.evidence)
+        if self.source:
+            out["source"] = self.source
+        if self.split is not None:
+            out["split"] = self.split
         return out
 
 
@@ -163,6 +187,10 @@ class PigmentLibrary:
                     raise PigmentLibraryError(
                         f"pigment {m.abbreviation!r}: substitute {abbr!r} is not in the library"
                     )
+        for m in self.materials:
+            problem = _evidence_problem(m, self._index)
+            if problem:
+                raise PigmentLibraryError(f"pigment {m.abbreviation!r}: {problem}")
         for mix in self.mixtures:
             for abbr, _ in mix.pigments:
                 if abbr not in self._index:
@@ -198,8 +226,68 @@ class PigmentLibrary:
         return tuple(self._index)
 
     def of_kind(self, kind: str) -> tuple[Pigment, ...]:
-        """Materials of one kind (``"pigment"``, ``"ground"`` or ``"binder"``)."""
+        """Materials of one kind (``"pigment"``, ``"ground"``, ``"binder"`` or ``"distractor"``)."""
         return tuple(m for m in self.materials if m.kind == kind)
+
+    def distractors(self, split: str | None = None) -> tuple[Pigment, ...]:
+        """Out-of-library paints (never a class), in library order.
+
+        Parameters
+        ----------
+        split : {"train", "test"}, optional
+            Only those that training sets may draw (``"train"``) or that are kept for testing
+            (``"test"``); default all.
+
+        Returns
+        -------
+        tuple of Pigment
+        """
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        return tuple(m for m in self.materials
+                     if m.kind == "distractor" and (split is None or m.split == split))
+
+    def evidence_of(self, cls: str) -> tuple[str, ...]:
+        """Elements XRF must see for a class to be called.
+
+        The union, in library order, of the evidence of the materials that count as ``cls``:
+        ``("Cu", "As")`` for emerald green (its entry; verdigris adds Cu, sodium arsenite As).
+
+        Raises
+        ------
+        KeyError
+            If ``cls`` is not a class of the library.
+        """
+        if cls not in self.classes:
+            raise KeyError(f"no class {cls!r} in the library (classes: {', '.join(self.classes)})")
+        found: dict[str, None] = {}
+        for m in self.materials:
+            if m.label == cls:
+                for el in m.evidence:
+                    found.setdefault(el, None)
+        return tuple(found)
+
+    def without_distractors(self, keep=()) -> PigmentLibrary:
+        """The library less its distractors (except those in ``keep``).
+
+        A simulator built on it has exactly the components, in the same order, of the library
+        before distractors existed, so seeded simulations of class pigments do not change.
+        Mixtures that use a dropped distractor are dropped too.
+
+        Parameters
+        ----------
+        keep : iterable of str
+            Distractor abbreviations to keep.
+        """
+        keep = set(keep)
+        materials = tuple(m for m in self.materials
+                          if m.kind != "distractor" or m.abbreviation in keep)
+        if len(materials) == len(self.materials):
+            return self
+        names = {m.abbreviation for m in materials}
+        mixtures = tuple(mix for mix in self.mixtures
+                         if all(abbr in names for abbr, _ in mix.pigments))
+        return PigmentLibrary(materials, self.sources, mixtures)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -255,6 +343,25 @@ class PigmentLibrary:
     def save(self, path) -> None:
         """Write the library as JSON (the same form :func:`load_pigment_library` reads)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _evidence_problem(material: Pigment, index: Mapping[str, Pigment]) -> str | None:
+    """What is wrong with a material's evidence elements, or None.
+
+    Each must occur in its formula or in the formula of one of its substitutes (emerald
+    green's As is in sodium arsenite too); substitutes missing from ``index`` are skipped
+    (reported elsewhere).
+    """
+    found = set(material.composition)
+    for abbr, _ in material.substitute or ():
+        if abbr in index:
+            found |= set(index[abbr].composition)
+    for el in material.evidence:
+        if el not in found:
+            where = "nor in its substitutes' formulas" if material.substitute else ""
+            return (f"evidence element {el!r} is not in the formula {material.formula!r}"
+                    + (f" {where}" if where else ""))
+    return None
 
 
 def _read_file(path: Path) -> dict:
@@ -315,9 +422,29 @@ def _pigment(entry, where: str, index: int) -> Pigment:
     kind = entry.get("kind", "pigment")
     if kind not in KINDS:
         raise PigmentLibraryError(f"{label}: kind must be one of {KINDS}, got {kind!r}")
+    if kind == "distractor" and "class" in entry:
+        raise PigmentLibraryError(
+            f"{label}: a distractor is never a class; remove its 'class' key")
     cls = entry.get("class", abbr if kind == "pigment" else None)
     if cls is not None and (not isinstance(cls, str) or not cls or "/" in cls):
         raise PigmentLibraryError(f"{label}: class must be a string without '/' or null")
+    split = entry.get("split")
+    if kind == "distractor":
+        if split not in SPLITS:
+            raise PigmentLibraryError(
+                f"{label}: a distractor needs 'split', one of {SPLITS}; got {split!r}")
+    elif split is not None:
+        raise PigmentLibraryError(f"{label}: 'split' is only for distractors (kind {kind!r})")
+    evidence = entry.get("evidence", [])
+    if not isinstance(evidence, (list, tuple)) or not all(isinstance(e, str) for e in evidence):
+        raise PigmentLibraryError(
+            f"{label}: evidence must be a list of element symbols, got {evidence!r}")
+    for el in evidence:
+        if el not in ATOMIC_WEIGHT:
+            raise PigmentLibraryError(f"{label}: evidence {el!r} is not an element symbol")
+    source = entry.get("source", "")
+    if not isinstance(source, str):
+        raise PigmentLibraryError(f"{label}: source must be a string")
     substitute = entry.get("substitute")
     if substitute is not None:
         if not isinstance(substitute, Mapping) or not substitute:
@@ -343,6 +470,9 @@ def _pigment(entry, where: str, index: int) -> Pigment:
         label=cls,
         note=str(entry.get("note", "")),
         substitute=substitute,
+        evidence=tuple(dict.fromkeys(evidence)),
+        source=source,
+        split=split,
     )
 
 
@@ -375,7 +505,7 @@ def _mixture(entry, where: str, index: int) -> Mixture:
                    str(entry.get("note", "")))
 
 
-def _load_source(source) -> tuple[list[Pigment], list[Mixture], str]:
+def _load_source(source) -> tuple[list[Pigment], list[Mixture], str, dict[str, str]]:
     if isinstance(source, Mapping):
         where = "<dict>"
         data = source
@@ -394,7 +524,9 @@ def _load_source(source) -> tuple[list[Pigment], list[Mixture], str]:
     if not isinstance(raw, list):
         raise PigmentLibraryError(f"{where}: 'mixtures' must be a list")
     mixtures = [_mixture(e, where, i) for i, e in enumerate(raw)]
-    return pigments, mixtures, where
+    labels = {p.abbreviation: f"{where}: entry {i} ({p.abbreviation!r})"
+              for i, p in enumerate(pigments)}
+    return pigments, mixtures, where, labels
 
 
 def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
@@ -417,7 +549,8 @@ def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
     ------
     PigmentLibraryError
         For an unreadable file or an invalid entry (unknown element, bad formula,
-        density <= 0, ...), naming the file and the entry.
+        density <= 0, unknown key, an evidence element not in the formula, a distractor with
+        a class or without a split, ...), naming the file and the entry.
 
     Examples
     --------
@@ -427,7 +560,7 @@ def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
     >>> lib.classes
     ('CrG', 'CrY', 'CB', 'EG', 'IO', 'LW', 'PB', 'RL', 'CM', 'VM', 'ZW')
     """
-    base, base_mixtures, where = _load_source(BUILTIN_PATH if path is None else path)
+    base, base_mixtures, where, labels = _load_source(BUILTIN_PATH if path is None else path)
     sources = [where]
     merged = {p.abbreviation: p for p in base}
     mixtures = {m.name: m for m in base_mixtures}
@@ -437,10 +570,17 @@ def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
         if not isinstance(extra, Sequence):
             raise TypeError("extra must be a path, a mapping or a sequence of those")
         for source in extra:
-            more, more_mixtures, where = _load_source(source)
+            more, more_mixtures, where, more_labels = _load_source(source)
             sources.append(where)
+            labels.update(more_labels)
             for p in more:
                 merged[p.abbreviation] = p
             for m in more_mixtures:
                 mixtures[m.name] = m
+    # Evidence may sit in a substitute (defined later or in another file): check once merged,
+    # naming the entry's file.
+    for p in merged.values():
+        problem = _evidence_problem(p, merged)
+        if problem:
+            raise PigmentLibraryError(f"{labels[p.abbreviation]}: {problem}")
     return PigmentLibrary(tuple(merged.values()), tuple(sources), tuple(mixtures.values()))

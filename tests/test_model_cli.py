@@ -59,7 +59,13 @@ def test_cli_predict_writes_maps(tmp_path, capsys):
 
 def test_cli_predict_without_a_default_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(files, "DEFAULT_MODEL_DIR", tmp_path / "default")
+    # The cube is checked first (before TensorFlow loads), then the model.
     assert main(["predict", str(tmp_path / "cube.h5"), "--out", str(tmp_path / "m.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cube.h5: no such file" in err
+    spectra, _, _ = make_set(4, seed=8)
+    cube = nexus_cube(tmp_path / "cube.h5", spectra.reshape(2, 2, -1), ENERGY)
+    assert main(["predict", str(cube), "--out", str(tmp_path / "m.h5")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no default pigment model is installed" in err
     assert not (tmp_path / "m.h5").exists()

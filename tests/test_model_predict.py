@@ -137,10 +137,13 @@ def test_predict_to_file_layout(model, tmp_path):
     array, attrs = maps["BB_top"]
     assert array.shape == (3, 4) and array.dtype == np.float32
     assert attrs == {"kind": "pigment", "abbreviation": "BB", "pigment": "Beta", "layer": "top",
-                     "unit": "probability"}
+                     "unit": "probability", "evidence": "unavailable"}
     assert maps["AA"][1]["layer"] == "any"
     assert root["input_file"] == "/data/scan.h5" and root["model"] == str(model.path)
     assert root["version"] and root["format"] == "napari-xrf-pigments/maps"
+    # Its pigments are in no library and it lists no evidence elements: the maps say so.
+    assert root["evidence"] == "unavailable" and "evidence is unavailable" in root["warnings"]
+    assert read_maps(out, group="raw")[0] == {}
     with pytest.raises(OutputExistsError):
         run(predict_to_file(cube, out, model))
 

@@ -58,7 +58,7 @@ def _names(text):
 
 
 def _cmd_simulate(args) -> int:
-    from .datasets.training import generate_training_set
+    from .datasets.training import TrainingRecipe, generate_training_set
     from .io._atomic import check_output_path
     from .progress import run_with_tqdm
     from .trainset import write_training_set
@@ -72,7 +72,8 @@ def _cmd_simulate(args) -> int:
 
         background = estimate_background(open_cube(args.background), instrument.readout)
     data = run_with_tqdm(
-        generate_training_set(args.n, seed=args.seed, instrument=instrument, background_cps=background),
+        generate_training_set(args.n, seed=args.seed, instrument=instrument, background_cps=background,
+                              recipe=TrainingRecipe(p_distractor=args.distractors)),
         desc="simulate (spectra)",
     )
     data.provenance["command"] = "xrf-pigments " + " ".join(sys.argv[1:])
@@ -285,13 +286,28 @@ def _cmd_predict(args) -> int:
     from .model.predict import predict_to_file
     from .progress import run_with_tqdm
 
+    from .io import open_cube
+    from .io._atomic import check_output_path
+    from .model.preflight import preflight_warnings
+
+    # Inputs are checked before TensorFlow loads (seconds), not after.
+    check_output_path(args.out, force=args.force)
+    cube = open_cube(args.cube)
     model = load_model(args.model)  # no --model: the shipped model, or a one-line error
+    before = [str(w) for w in preflight_warnings(cube, model)]
+    for line in before:
+        print(f"warning: {line}", file=sys.stderr)
     path = run_with_tqdm(
         predict_to_file(
-            args.cube, args.out, model, batch_size=args.batch_size, force=args.force
+            cube, args.out, model, batch_size=args.batch_size, force=args.force,
+            input_file=args.cube, evidence=not args.no_evidence, warnings=before,
         ),
         desc="predict (rows)",
     )
+    from .io.maps import read_maps_attrs
+
+    for line in read_maps_attrs(path).get("warnings", [])[len(before):]:
+        print(f"warning: {line}", file=sys.stderr)
     print(f"pigment maps written to {path}")
     return 0
 
@@ -378,6 +394,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instrument", default=None, help="instrument file (.json/.toml) or PyMca .cfg")
     p.add_argument("--background", default=None,
                    help="measured cube whose SNIP background is added to the simulated spectra")
+
+    def probability(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+        return value
+
+    p.add_argument("--distractors", type=probability, default=0.0, metavar="P",
+                   help="probability in [0, 1] that a paint layer holds out-of-library "
+                        "'distractor' pigments (train split of the library; pure, or mixed "
+                        "with class pigments), labelled as none of the classes (default 0: "
+                        "the same spectra as before distractors existed)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_simulate)
 
@@ -475,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     p.add_argument("--batch-size", type=int, default=None, help="spectra per inference call")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.add_argument("--no-evidence", action="store_true",
+                   help="write the network's probabilities unchecked: no element evidence, no "
+                        "unexplained maps (checked maps are the default; raw ones go to /raw)")
     p.set_defaults(func=_cmd_predict)
 
     from .model.defaults import FINETUNE_DEFAULTS as F

@@ -3,9 +3,14 @@
 Layout (format ``napari-xrf-pigments/maps``, version 1)::
 
     /maps/<name>   (rows, columns) float32, one dataset per map; attributes:
-                     kind   "element", "pigment", "scatter" (tube lines) or "fit-statistic"
-                     unit   e.g. "probability", "counts"
-                     ...    stage-specific (pigment maps: abbreviation, pigment, layer)
+                     kind   "element", "pigment", "scatter" (tube lines), "fit-statistic" or
+                            "unexplained" (signal no called pigment explains, score in [0, 1];
+                            per element with attribute ``element``)
+                     unit   e.g. "probability", "counts", "score"
+                     ...    stage-specific (pigment maps: abbreviation, pigment, layer,
+                            evidence "checked" / "unavailable")
+    /raw/<name>    optional: the network's own pigment probabilities before the evidence
+                   check, same names and attributes (``evidence="raw"``)
     root attributes: format, format_version, software, version, plus the caller's provenance
                      (e.g. model, input_file). Lists and dicts are stored as JSON strings.
 
@@ -24,7 +29,7 @@ from ..errors import InvalidDataError, UnreadableFileError
 
 MAPS_FORMAT = "napari-xrf-pigments/maps"
 MAPS_VERSION = 1
-MAP_KINDS = ("element", "pigment", "scatter", "fit-statistic")
+MAP_KINDS = ("element", "pigment", "scatter", "fit-statistic", "unexplained")
 
 
 def _attr_value(value):
@@ -38,7 +43,8 @@ def _attr_value(value):
 
 
 def write_maps(
-    path, maps: Mapping, root_attrs: Mapping | None = None, *, force: bool = False
+    path, maps: Mapping, root_attrs: Mapping | None = None, *, force: bool = False,
+    raw: Mapping | None = None,
 ) -> Path:
     """Write maps atomically.
 
@@ -53,6 +59,8 @@ def write_maps(
         Provenance for the root (model, input file...).
     force : bool
         Replace an existing file.
+    raw : mapping of name -> (array, attrs), optional
+        Maps for the ``/raw`` group (the network's own probabilities).
 
     Returns
     -------
@@ -72,6 +80,31 @@ def write_maps(
 
     if not maps:
         raise InvalidDataError("there are no maps to write")
+    groups = {"maps": _prepare(maps), "raw": _prepare(raw or {})}
+    shapes = {a.shape for g in groups.values() for a, _ in g.values()}
+    if len(shapes) > 1:
+        raise InvalidDataError(f"maps have different shapes: {sorted(shapes)}")
+    with atomic_output(path, force=force) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for key, value in (root_attrs or {}).items():
+                f.attrs[key] = _attr_value(value)
+            f.attrs["format"] = MAPS_FORMAT
+            f.attrs["format_version"] = MAPS_VERSION
+            f.attrs["software"] = "napari-xrf-pigments"
+            f.attrs["version"] = __version__
+            for group_name, prepared in groups.items():
+                if not prepared and group_name != "maps":
+                    continue
+                group = f.create_group(group_name, track_order=True)
+                for name, (array, attrs) in prepared.items():
+                    ds = group.create_dataset(name, data=array, compression="gzip", compression_opts=4)
+                    for key, value in attrs.items():
+                        ds.attrs[key] = _attr_value(value)
+    return Path(path)
+
+
+def _prepare(maps: Mapping) -> dict:
+    """Check map names, shapes and attributes; arrays as float32."""
     prepared = {}
     shape = None
     for name, item in maps.items():
@@ -94,20 +127,7 @@ def write_maps(
         if "unit" not in attrs:
             raise InvalidDataError(f"map {name!r} needs a unit attribute")
         prepared[name] = (array, attrs)
-    with atomic_output(path, force=force) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, value in (root_attrs or {}).items():
-                f.attrs[key] = _attr_value(value)
-            f.attrs["format"] = MAPS_FORMAT
-            f.attrs["format_version"] = MAPS_VERSION
-            f.attrs["software"] = "napari-xrf-pigments"
-            f.attrs["version"] = __version__
-            group = f.create_group("maps", track_order=True)
-            for name, (array, attrs) in prepared.items():
-                ds = group.create_dataset(name, data=array, compression="gzip", compression_opts=4)
-                for key, value in attrs.items():
-                    ds.attrs[key] = _attr_value(value)
-    return Path(path)
+    return prepared
 
 
 def _decode(value):
@@ -118,8 +138,26 @@ def _decode(value):
     return value
 
 
-def read_maps(path) -> tuple[dict, dict]:
+def read_maps_attrs(path) -> dict:
+    """Root attributes of a maps file, JSON lists and dicts decoded (no map is read)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        root = {k: _decode(v) for k, v in f.attrs.items()}
+    for key in ("warnings",):
+        if isinstance(root.get(key), str) and root[key].startswith("["):
+            root[key] = json.loads(root[key])
+    return root
+
+
+def read_maps(path, *, group: str = "maps") -> tuple[dict, dict]:
     """Read a maps file.
+
+    Parameters
+    ----------
+    path : str or Path
+    group : {"maps", "raw"}
+        ``"raw"``: the network's own pigment probabilities (empty when the file has none).
 
     Returns
     -------
@@ -146,7 +184,7 @@ def read_maps(path) -> tuple[dict, dict]:
             raise UnreadableFileError(path, "not a maps file: /maps is missing")
         root = {k: _decode(v) for k, v in f.attrs.items()}
         maps = {}
-        for name, ds in f["maps"].items():
+        for name, ds in (f[group].items() if group in f else ()):
             if isinstance(ds, h5py.Dataset) and ds.ndim == 2:
                 attrs = {k: _decode(v) for k, v in ds.attrs.items()}
                 maps[name] = (ds[()].astype(np.float32), attrs)

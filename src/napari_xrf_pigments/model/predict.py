@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,38 +55,70 @@ class PigmentPrediction:
     Attributes
     ----------
     maps : dict of output name -> ndarray of float32, shape (rows, columns, n_pigments)
-        ``"present"`` (any layer) and, for two-headed models, ``"top"``. NaN where the pixel
-        has no counts in the model's energy range.
+        ``"present"`` (any layer) and, for two-headed models, ``"top"``: the network's
+        probabilities checked against element evidence (:mod:`napari_xrf_pigments.evidence`),
+        or the raw ones when evidence is unavailable. NaN where the pixel has no counts in the
+        model's energy range.
     pigments : tuple of PigmentLabel
     model_name : str
+    raw : dict, optional
+        The network's own probabilities, same layout as ``maps`` (None without evidence).
+    unexplained : ndarray of float32, shape (rows, columns), optional
+        Score in [0, 1] that the pixel holds signal no called pigment explains.
+    unexplained_elements : dict of element -> ndarray of float32 (rows, columns)
+        Per element that is unexplained (score >= 0.5) somewhere.
+    evidence : str
+        ``"checked"`` or ``"unavailable"``.
+    warnings : list of str
+        What the user should know about these maps (one line each).
     """
 
     maps: dict
     pigments: tuple
     model_name: str = ""
+    raw: dict | None = None
+    unexplained: np.ndarray | None = None
+    unexplained_elements: dict = field(default_factory=dict)
+    evidence: str = "unavailable"
+    warnings: list = field(default_factory=list)
 
     def to_maps(self) -> dict:
         """Maps in :func:`~napari_xrf_pigments.io.maps.write_maps` form.
 
-        Names are the abbreviation (``"VM"``, layer "any") and ``"<abbreviation>_top"``
-        (layer "top").
+        Names are the abbreviation (``"VM"``, layer "any"), ``"<abbreviation>_top"`` (layer
+        "top"), ``"unexplained"`` and ``"unexplained_<element>"``.
         """
-        out = {}
-        for output, layer, suffix in (("present", "any", ""), ("top", "top", "_top")):
-            if output not in self.maps:
-                continue
-            for i, p in enumerate(self.pigments):
-                out[f"{p.abbreviation}{suffix}"] = (
-                    self.maps[output][..., i],
-                    {
-                        "kind": "pigment",
-                        "abbreviation": p.abbreviation,
-                        "pigment": p.name,
-                        "layer": layer,
-                        "unit": "probability",
-                    },
-                )
+        out = _pigment_maps(self.maps, self.pigments, self.evidence)
+        if self.unexplained is not None:
+            out["unexplained"] = (self.unexplained, {"kind": "unexplained", "unit": "score"})
+            for element, values in self.unexplained_elements.items():
+                out[f"unexplained_{element}"] = (
+                    values, {"kind": "unexplained", "unit": "score", "element": element})
         return out
+
+    def raw_maps(self) -> dict:
+        """The network's own probabilities, in :meth:`to_maps` form (empty without evidence)."""
+        return _pigment_maps(self.raw, self.pigments, "raw") if self.raw else {}
+
+
+def _pigment_maps(maps: dict, pigments, evidence: str) -> dict:
+    out = {}
+    for output, layer, suffix in (("present", "any", ""), ("top", "top", "_top")):
+        if output not in maps:
+            continue
+        for i, p in enumerate(pigments):
+            out[f"{p.abbreviation}{suffix}"] = (
+                maps[output][..., i],
+                {
+                    "kind": "pigment",
+                    "abbreviation": p.abbreviation,
+                    "pigment": p.name,
+                    "layer": layer,
+                    "unit": "probability",
+                    "evidence": evidence,
+                },
+            )
+    return out
 
 
 class Predictor:
@@ -257,8 +289,13 @@ class Predictor:
 
     # -- cubes -------------------------------------------------------------------------------
 
-    def predict_cube(self, cube: XRFCube, *, rows_per_block: int | None = None):
+    def predict_cube(self, cube: XRFCube, *, rows_per_block: int | None = None, evidence: bool = True):
         """Predict every pixel of a cube (generator).
+
+        With ``evidence`` (default) every block is also fitted for element lines: pigment
+        probabilities are checked against the elements each pigment needs and an
+        ``unexplained`` score is computed (:mod:`napari_xrf_pigments.evidence`); the network's
+        own probabilities are kept as ``raw``.
 
         Yields
         ------
@@ -285,6 +322,12 @@ class Predictor:
             rows_per_block = min(by_spectra, default_rows_per_block(cube.shape, cube.dtype))
         n_p = len(self.model.pigments)
         maps = {k: np.full((rows, cols, n_p), np.nan, np.float32) for k in self.outputs}
+        checker = None
+        if evidence:
+            from ..evidence import EvidenceChecker
+
+            checker = EvidenceChecker(self.model, cube, (rows, cols))
+            raw = {k: np.full((rows, cols, n_p), np.nan, np.float32) for k in self.outputs}
         _ = self.function  # compile before the first block is read
 
         items: queue.Queue = queue.Queue(maxsize=2)
@@ -324,6 +367,10 @@ class Predictor:
                 result = self.predict_counts(grid)
                 any_counts = any_counts or bool(np.isfinite(result["present"]).any())
                 n_rows = sl.stop - sl.start
+                if checker is not None:
+                    for k, v in result.items():
+                        raw[k][sl] = v.reshape(n_rows, cols, n_p)
+                    result = checker.check(sl, grid, result)
                 for k, v in result.items():
                     maps[k][sl] = v.reshape(n_rows, cols, n_p)
                 yield Progress(sl.stop, rows, f"rows {sl.stop}/{rows}")
@@ -341,7 +388,16 @@ class Predictor:
                 f"{what} holds no counts between {lo:.2f} and {hi:.2f} keV (the model's energy "
                 "range): the cube is empty there, or its calibration is wrong"
             )
-        return PigmentPrediction(maps, self.model.pigments, self.model.name)
+        if checker is None:
+            return PigmentPrediction(maps, self.model.pigments, self.model.name)
+        if not checker.available:
+            return PigmentPrediction(raw, self.model.pigments, self.model.name,
+                                     warnings=checker.warnings)
+        return PigmentPrediction(
+            maps, self.model.pigments, self.model.name, raw=raw,
+            unexplained=checker.unexplained, unexplained_elements=checker.unexplained_elements(),
+            evidence="checked", warnings=checker.warnings,
+        )
 
 
 def _pad(x: np.ndarray, n: int) -> np.ndarray:
@@ -353,7 +409,8 @@ def _pad(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def predict_cube(cube: XRFCube, model=None, *, batch_size: int | None = None, engine: str = "auto"):
+def predict_cube(cube: XRFCube, model=None, *, batch_size: int | None = None, engine: str = "auto",
+                 evidence: bool = True):
     """Pigment maps of ``cube`` (generator yielding Progress, returning PigmentPrediction).
 
     Parameters
@@ -364,6 +421,8 @@ def predict_cube(cube: XRFCube, model=None, *, batch_size: int | None = None, en
         A loaded model or a model directory (default: the shipped model).
     batch_size : int, optional
     engine : {"auto", "fast", "keras"}
+    evidence : bool
+        Check the probabilities against element evidence and score unexplained signal.
     """
     from .files import PigmentModel, load_model
 
@@ -372,7 +431,7 @@ def predict_cube(cube: XRFCube, model=None, *, batch_size: int | None = None, en
     kwargs = {"engine": engine}
     if batch_size:
         kwargs["batch_size"] = int(batch_size)
-    return (yield from model.predictor(**kwargs).predict_cube(cube))
+    return (yield from model.predictor(**kwargs).predict_cube(cube, evidence=evidence))
 
 
 def predict_to_file(
@@ -384,6 +443,8 @@ def predict_to_file(
     engine: str = "auto",
     force: bool = False,
     input_file: str | None = None,
+    evidence: bool = True,
+    warnings=(),
 ):
     """Predict ``cube`` and write its maps file (generator; atomic, nothing left if cancelled).
 
@@ -398,6 +459,11 @@ def predict_to_file(
         Replace an existing ``out``.
     input_file : str, optional
         Recorded as the ``input_file`` root attribute (default: the cube's source).
+    evidence : bool
+        Check the maps against element evidence (the raw maps go to ``/raw``).
+    warnings : sequence of str
+        Warnings found before prediction, stored with those of the prediction in the root
+        attribute ``warnings``.
 
     Returns
     -------
@@ -416,13 +482,17 @@ def predict_to_file(
         cube = open_cube(cube)
     if not isinstance(model, PigmentModel):
         model = load_model(model)
-    result = yield from predict_cube(cube, model, batch_size=batch_size, engine=engine)
+    result = yield from predict_cube(cube, model, batch_size=batch_size, engine=engine,
+                                     evidence=evidence)
     root = {
         "kind": "pigment",
         "model": str(model.path) if model.path else model.name,
         "model_name": model.name,
+        "model_version": model.metadata.get("package_version", "") if model.metadata else "",
         "input_file": input_file or cube.source or "",
         "preprocessing_version": int(model.preprocessing.version),
         "package_version": __version__,
+        "evidence": result.evidence,
+        "warnings": [*warnings, *result.warnings],
     }
-    return write_maps(Path(out), result.to_maps(), root, force=force)
+    return write_maps(Path(out), result.to_maps(), root, force=force, raw=result.raw_maps())

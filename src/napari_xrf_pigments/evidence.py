@@ -1,0 +1,633 @@
+"""Element evidence for pigment calls, and the signal no call explains.
+
+The network names pigments; this module checks, pixel by pixel, that the spectrum holds the
+elements each named pigment needs (emerald green: Cu *and* As), and scores what is left over.
+
+1. **Element significance** (:class:`ElementFit`). Every spectrum on the model's energy grid is
+   fitted by weighted linear least squares with one template per element line family (K, L
+   or M lines at PyMca's rates and peak shape, Si escape included), cubic B-splines (the
+   continuum) and the main components of the block's own residuals (Compton humps, edges,
+   pile-up shared by many pixels). Where a family is strong in a pixel, its line groups are
+   freed so that their ratios can follow excitation and absorption. Significance is
+   amplitude / standard error, with Poisson variance of the fit plus a 10 % systematic share
+   (peak shapes are never exact, so a strong peak's misfit must not read as a trace element
+   beside it). An element's significance is the largest of its families'.
+2. **Evidence rule** (:func:`apply_evidence`). A pigment's probability is multiplied by a gate
+   that is 0 while the weakest of its evidence elements is below 1.5 sigma and 1 from 3 sigma
+   up (linear between). Pigments that declare no evidence elements (an organic lake on a
+   substrate without lines) are multiplied by ``1 - unexplained`` instead: they are not called
+   where the spectrum holds signal that nothing called explains.
+3. **Unexplained signal.** An element is *unexplained* at a pixel to the degree that it is
+   significant (0 at 4 sigma, 1 at 6 sigma) and no pigment that contains it is called there
+   (``1 - min(1, 2 max p)`` over the checked probabilities ``p`` of those pigments). The ground's elements (Ca), air (Ar) and the
+   tube anode (scattered tube lines) are always explained. The ``unexplained`` score of a pixel
+   is the largest element score.
+
+Everything here is numpy on blocks of spectra; it runs beside the network in the predictor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Elements fitted: those of painting materials with lines above the model's 2.8 keV crop.
+CANDIDATE_ELEMENTS = (
+    "Ar", "K", "Ca", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "As", "Se", "Br",
+    "Rb", "Sr", "Zr", "Mo", "Pd", "Rh", "Ag", "Cd", "Sn", "Sb", "I", "Ba", "W", "Pt", "Au",
+    "Hg", "Pb", "Bi",
+)
+#: Tube anodes looked for when a cube does not say which it has.
+TUBE_ANODES = ("Rh", "W", "Mo", "Ag", "Pd")
+#: Always explained: air on the beam path.
+AIR_ELEMENTS = ("Ar",)
+#: FWHM at Mn Ka of a typical silicon drift detector, keV (when the cube does not say).
+DEFAULT_RESOLUTION_KEV = 0.15
+#: Relative systematic error of a fitted peak shape, added to the Poisson variance.
+SYSTEMATIC_FRACTION = 0.1
+#: Evidence gate: 0 below ``GATE_SIGMA[0]``, 1 above ``GATE_SIGMA[1]``.
+GATE_SIGMA = (1.5, 3.0)
+#: Unexplained score: 0 below ``UNEXPLAINED_SIGMA[0]``, 1 above ``UNEXPLAINED_SIGMA[1]``.
+UNEXPLAINED_SIGMA = (4.0, 6.0)
+_SPLINE_SPACING_KEV = 1.5
+#: Main components of a block's fit residuals added to its basis.
+EMPIRICAL_COMPONENTS = 6
+#: A family this significant in a block's mean spectrum gets its line groups freed.
+STRONG_SIGMA = 30.0
+_FANO = 0.114
+_MN_KA_KEV = 5.895
+
+
+def _fwhm(energy_keV, resolution_keV):
+    # PyMca's detector model: FWHM^2 = noise^2 + 3.85 eV * Fano * 2.3548^2 * E.
+    k = 0.00385 * _FANO * 2.3548**2
+    noise2 = max(resolution_keV**2 - k * _MN_KA_KEV, 1e-4)
+    return np.sqrt(noise2 + k * np.asarray(energy_keV, dtype=np.float64))
+
+
+def _group_name(line) -> str:
+    """Line group of a line: K lines as Ka / Kb, L lines by the subshell of the vacancy.
+
+    Lines from one L subshell keep fixed ratios whatever the excitation (radiative rates);
+    the share of each subshell does not (it follows the beam spectrum and Coster-Kronig
+    transfers), so each subshell is a group of its own. L3 lines are split into the M-shell
+    ones (La, Ll) and the rest, 2 keV apart, whose ratio moves with absorption in the paint.
+    """
+    if line.family == "M":
+        return "M"
+    if line.family == "K":
+        return "Ka" if line.transition.startswith("KL") else "Kb"
+    subshell = line.transition[:2]
+    if subshell == "L3":
+        return "L3a" if line.transition.startswith("L3M") else "L3b"
+    return subshell
+
+
+def line_groups(symbol: str, lo_keV: float, hi_keV: float) -> dict:
+    """Line groups of an element inside an energy range.
+
+    Returns
+    -------
+    dict of group name -> list of (energy keV, rate)
+        Rates are relative within the family (PyMca's tables). Group names are ``Ka``, ``Kb``,
+        ``L1``, ``L2``, ``L3a``, ``L3b`` or ``M``, with a ``+`` for each of the element's own
+        absorption edges inside the range below the lines.
+    """
+    from .lines import element_lines
+
+    from .lines import _elements
+
+    binding = _elements().Element[symbol]["binding"]
+    # The element's own absorption edges split a group: lines above an edge are absorbed by
+    # the element itself far more than those below, so their ratio follows its concentration.
+    edges = sorted(float(binding[s]) for s in ("K", "L1", "L2", "L3")
+                   if lo_keV < binding.get(s, 0) < hi_keV)
+    groups: dict = {}
+    for line in element_lines(symbol, min_rate=0.0):
+        if lo_keV <= line.energy <= hi_keV:
+            band = sum(e < line.energy for e in edges)
+            groups.setdefault(f"{_group_name(line)}{'+' * band}", []).append((line.energy, line.rate))
+    return groups
+
+
+def _splines(grid, spacing_keV):
+    """Cubic B-splines over the grid, knots every ``spacing_keV``; shape (channels, n)."""
+    from scipy.interpolate import BSpline
+
+    lo, hi = float(grid[0]), float(grid[-1])
+    n_inner = max(2, int(math.ceil((hi - lo) / spacing_keV)) + 1)
+    inner = np.linspace(lo, hi, n_inner)
+    knots = np.concatenate([[lo] * 3, inner, [hi] * 3])
+    return BSpline.design_matrix(np.clip(grid, lo, hi), knots, 3).toarray()
+
+
+@dataclass
+class Significance:
+    """Element significance of a block of spectra.
+
+    Attributes
+    ----------
+    z : ndarray of float32, shape (n, n_elements)
+        Largest group amplitude / standard error per element ("sigmas"); NaN for spectra
+        without counts.
+    net : ndarray of float32, shape (n, n_elements)
+        Net counts in the element's line groups (sum of group amplitudes).
+    elements : tuple of str
+    """
+
+    z: np.ndarray
+    net: np.ndarray
+    elements: tuple
+
+
+class ElementFit:
+    """Weighted linear fit of element line families on a fixed, evenly spaced energy grid.
+
+    Each element family (K, L or M lines inside the grid) is tested with one template whose
+    line ratios are PyMca's tabulated rates: an absent element cannot borrow the misfit of a
+    neighbour's single line. Families that are strong in a block of spectra also get one
+    column per further line group (Kb; each L subshell), so that their ratios can follow the
+    excitation and absorption in the paint and their misfit does not leak into neighbours.
+
+    Parameters
+    ----------
+    grid_keV : ndarray, shape (channels,)
+        Channel centres (the model's grid), evenly spaced, increasing.
+    elements : sequence of str, optional
+        Candidate elements (default :data:`CANDIDATE_ELEMENTS`); those with no line in the
+        grid's range are dropped.
+    resolution_keV : float
+        Detector FWHM at Mn Ka, keV.
+    tube : str, optional
+        Tube anode: families whose main line falls among its scattered lines (Rayleigh peak and
+        Compton hump) are fitted but never counted as seen.
+    """
+
+    def __init__(self, grid_keV, elements=None, *, resolution_keV: float = DEFAULT_RESOLUTION_KEV,
+                 tube: str | None = None):
+        grid = np.asarray(grid_keV, dtype=np.float64)
+        step = np.diff(grid)
+        if grid.size < 16 or not np.allclose(step, step[0], rtol=1e-6, atol=0):
+            raise ValueError("the evidence fit needs an evenly spaced grid of >= 16 channels")
+        self.grid = grid
+        lo, hi = float(grid[0] - step[0] / 2), float(grid[-1] + step[0] / 2)
+        scatter = _scatter_regions(tube)
+        families, corrections, kept = [], [], []
+        for symbol in elements or CANDIDATE_ELEMENTS:
+            found = line_groups(symbol, lo, hi)
+            if not found:
+                continue
+            kept.append(symbol)
+            by_family: dict = {}
+            for group, lines in found.items():
+                by_family.setdefault(group[0], []).append(lines)
+            for family, groups in by_family.items():
+                lines = [ln for g in groups for ln in g]
+                main = max(lines, key=lambda t: t[1])[0]
+                confused = any(a - 0.1 <= main <= b + 0.1 for a, b in scatter)
+                families.append((len(kept) - 1, f"{symbol} {family}", lines, confused))
+                # The strongest group is the family column's main part; the others may vary.
+                strongest = max(groups, key=lambda g: sum(r for _, r in g))
+                corrections += [(len(families) - 1, g) for g in groups if g is not strongest]
+        self.elements = tuple(kept)
+        self.tube = tube
+        self.family_names = tuple(f[1] for f in families)
+        self._families = families
+        self._corrections = corrections
+        self._owner = np.asarray([f[0] for f in families])
+        self._counted = np.asarray([not f[3] for f in families])
+        self._background = _splines(grid, _SPLINE_SPACING_KEV)
+        self.set_resolution(resolution_keV)
+
+    def set_resolution(self, resolution_keV: float) -> None:
+        """Redraw the line templates for a detector FWHM at Mn Ka (keV)."""
+        from .physics.fast import _response_matrix
+        from .physics.instrument import Readout
+
+        k = 0.00385 * _FANO * 2.3548**2
+        noise = math.sqrt(max(resolution_keV**2 - k * _MN_KA_KEV, 1e-4))
+        step = float(self.grid[1] - self.grid[0])
+        # PyMca's peak shape (hypermet tails, step and Si escape), as the simulator draws it.
+        readout = Readout(zero_keV=float(self.grid[0]), gain_keV=step, n_channels=self.grid.size,
+                          noise_keV=noise, fano=_FANO)
+
+        def template(lines):
+            energies, rates = zip(*lines)
+            column = np.asarray(rates) @ _response_matrix(energies, readout, "Si1")
+            return column / max(column.sum(), 1e-30)
+
+        self.resolution_keV = float(resolution_keV)
+        self._family_columns = np.array([template(f[2]) for f in self._families]).T
+        self._correction_columns = np.array([template(g) for _, g in self._corrections]).T.reshape(
+            self.grid.size, len(self._corrections))
+
+    def estimate_resolution(self, counts, candidates_keV=(0.12, 0.13, 0.14, 0.15, 0.16, 0.18, 0.20)) -> float:
+        """Set and return the FWHM at Mn Ka (keV) that best fits the summed spectra."""
+        total = np.asarray(counts, dtype=np.float64).reshape(-1, self.grid.size).sum(axis=0)
+        weights = 1.0 / (total + 0.01 * total.mean() + 1e-12)
+        best = (math.inf, self.resolution_keV)
+        for resolution in candidates_keV:
+            self.set_resolution(resolution)
+            basis = np.hstack([self._family_columns, self._correction_columns, self._background])
+            residual = total - basis @ (_solver(basis, weights) @ total)
+            best = min(best, (float(np.sum(residual**2 * weights)), resolution))
+        self.set_resolution(best[1])
+        return best[1]
+
+    def fit(self, counts) -> Significance:
+        """Significance of every candidate element in each spectrum.
+
+        Parameters
+        ----------
+        counts : array-like, shape (n, channels)
+            Counts per grid channel (e.g. a block of a cube resampled onto the model grid).
+
+        Returns
+        -------
+        Significance
+        """
+        x = np.asarray(counts, dtype=np.float64)
+        n, n_el = x.shape[0], len(self.elements)
+        z = np.full((n, n_el), np.nan, np.float32)
+        net = np.full((n, n_el), np.nan, np.float32)
+        keep = np.flatnonzero(x.sum(axis=1) > 0)
+        if keep.size == 0:
+            return Significance(z, net, self.elements)
+        xk = x[keep]
+        mean = xk.mean(axis=0)
+        # Weights from the block's mean spectrum (variance ~ counts): the estimator stays
+        # unbiased for every pixel, only its efficiency depends on them.
+        weights = 1.0 / (mean + 0.01 * mean.mean() + 1e-12)
+        families = self._family_columns
+        n_f = families.shape[1]
+        basis = np.hstack([families, self._background])
+        # What the templates miss systematically (Compton humps, absorption edges in the
+        # continuum, pile-up) is shared by many pixels of a block: the main components of the
+        # block's whitened residuals become columns too, so they are not read as trace elements.
+        # A component shaped like one element's lines would hide that element: left out.
+        solver = _solver(basis, weights)
+        first = xk @ solver.T
+        if keep.size > 2 * EMPIRICAL_COMPONENTS:
+            root_w = np.sqrt(weights)
+            residual = (xk - first @ basis.T) * root_w
+            _, vectors = np.linalg.eigh(residual.T @ residual)
+            lines_w = families * root_w[:, None]
+            lines_w /= np.linalg.norm(lines_w, axis=0)
+            top = vectors[:, -EMPIRICAL_COMPONENTS:]
+            top = top[:, np.max(np.abs(lines_w.T @ top), axis=0) < 0.8]
+            empirical = top / root_w[:, None]
+            basis = np.hstack([basis, empirical / np.abs(empirical).sum(axis=0)])
+            solver = _solver(basis, weights)
+            first = xk @ solver.T
+        # Families strong in a pixel get their line groups freed there (see the class
+        # docstring); pixels sharing the same strong families share one solver.
+        z_first = first[:, :n_f] / np.sqrt(_variance(first, basis, solver[:n_f]))
+        strong = z_first >= STRONG_SIGMA
+        patterns, which = np.unique(strong, axis=0, return_inverse=True)
+        family_z = np.empty((keep.size, n_f))
+        amplitude = np.empty((keep.size, n_f))
+        for k, pattern in enumerate(patterns):
+            rows = np.flatnonzero(which.ravel() == k)
+            free = [j for j, (f, _) in enumerate(self._corrections) if pattern[f]]
+            if free:
+                b = np.hstack([families, self._correction_columns[:, free], basis[:, n_f:]])
+                sol = _solver(b, weights)
+                amp = xk[rows] @ sol.T
+            else:
+                b, sol, amp = basis, solver, first[rows]
+            family_z[rows] = amp[:, :n_f] / np.sqrt(_variance(amp, b, sol[:n_f]))
+            amplitude[rows] = amp[:, :n_f]
+        family_z[:, ~self._counted] = -np.inf
+        element_z = np.full((keep.size, n_el), -np.inf)
+        element_net = np.zeros((keep.size, n_el))
+        for j in range(n_f):
+            i = self._owner[j]
+            np.maximum(element_z[:, i], family_z[:, j], out=element_z[:, i])
+            element_net[:, i] += amplitude[:, j]
+        z[keep] = element_z
+        net[keep] = element_net
+        return Significance(z, net, self.elements)
+
+
+def _variance(amplitude, basis, solver_rows):
+    """Variance of fitted amplitudes: Poisson variance of the fitted model (at least a quarter
+    count per channel) plus a systematic share, as peak shapes are never exact."""
+    model = np.clip(amplitude @ basis.T, 0.0, None)
+    return (np.maximum(model, 0.25) + (SYSTEMATIC_FRACTION * model) ** 2) @ (solver_rows**2).T
+
+
+def _solver(basis, weights):
+    """Rows of the weighted least-squares estimator, shape (columns, channels)."""
+    bw = basis * weights[:, None]
+    normal = basis.T @ bw
+    # A whisper of ridge keeps exactly collinear columns solvable; they stay uncertain.
+    normal[np.diag_indices_from(normal)] += 1e-9 * np.trace(normal) / normal.shape[0]
+    return np.linalg.solve(normal, bw.T)
+
+
+def _scatter_regions(tube):
+    """(low, high) keV of the tube's lines above 15 keV and their Compton humps (any angle).
+
+    Below 15 keV the Compton shift is within a peak width or two and the tube's own line
+    template takes the scatter."""
+    if not tube:
+        return []
+    from .lines import element_lines
+
+    out = []
+    for line in element_lines(tube, ("K", "L"), min_rate=0.05):
+        if line.energy > 15.0:
+            e = line.energy
+            out.append((e / (1 + 2 * e / 511.0), e))
+    return out
+
+
+@dataclass(frozen=True)
+class PigmentEvidence:
+    """What supports a pigment class in a spectrum.
+
+    Attributes
+    ----------
+    abbreviation : str
+    evidence : tuple of str
+        Elements XRF must see for the pigment (all of them); empty for pigments with no lines.
+    elements : tuple of str
+        Elements the pigment explains when it is called (its materials' elements).
+    """
+
+    abbreviation: str
+    evidence: tuple = ()
+    elements: tuple = ()
+
+
+@dataclass
+class EvidenceSpec:
+    """Evidence of every output column of a model, and the always-explained elements.
+
+    Attributes
+    ----------
+    pigments : tuple of PigmentEvidence
+        In the model's output order.
+    explained : tuple of str
+        Elements explained at every pixel: air, the ground, the tube anode.
+    source : str
+        Where the evidence came from (``"model"`` metadata or the pigment ``"library"``).
+    missing : tuple of str
+        Output columns with no evidence known (their probabilities are left unchecked).
+    """
+
+    pigments: tuple
+    explained: tuple = AIR_ELEMENTS
+    source: str = "model"
+    missing: tuple = field(default_factory=tuple)
+
+    @classmethod
+    def for_model(cls, model, library=None) -> EvidenceSpec:
+        """Evidence of a model's pigments: its metadata, else the pigment library.
+
+        A model's metadata may list ``evidence`` and ``elements`` per pigment; older models do
+        not, and their pigments are looked up in the library by abbreviation and name.
+        """
+        meta_pigments = (getattr(model, "metadata", None) or {}).get("pigments", [])
+        if meta_pigments and all(isinstance(p, dict) and "evidence" in p for p in meta_pigments):
+            pigments = tuple(
+                PigmentEvidence(p["abbreviation"], tuple(p["evidence"]),
+                                tuple(p.get("elements", p["evidence"])))
+                for p in meta_pigments
+            )
+            return cls(pigments, cls._explained(library), "model")
+        if library is None:
+            from .pigments import load_pigment_library
+
+            library = load_pigment_library()
+        out, missing = [], []
+        for label in model.pigments:
+            members = [m for m in library if m.label == label.abbreviation]
+            if label.abbreviation not in library or library[label.abbreviation].name != label.name:
+                missing.append(label.abbreviation)
+                out.append(PigmentEvidence(label.abbreviation))
+                continue
+            elements = sorted({el for m in members for el in m.elements})
+            out.append(PigmentEvidence(label.abbreviation, tuple(library.evidence_of(label.abbreviation)),
+                                       tuple(elements)))
+        return cls(tuple(out), cls._explained(library), "library", tuple(missing))
+
+    @staticmethod
+    def _explained(library) -> tuple:
+        if library is None:
+            from .pigments import load_pigment_library
+
+            library = load_pigment_library()
+        ground = {el for m in library.of_kind("ground") for el in m.elements}
+        return tuple(sorted(set(AIR_ELEMENTS) | ground))
+
+    def to_metadata(self) -> list:
+        """Per-pigment entries for a model's metadata (``evidence``, ``elements``)."""
+        return [{"abbreviation": p.abbreviation, "evidence": list(p.evidence),
+                 "elements": list(p.elements)} for p in self.pigments]
+
+
+def _ramp(z, lo, hi):
+    return np.clip((z - lo) / (hi - lo), 0.0, 1.0)
+
+
+@dataclass
+class CheckedBlock:
+    """Evidence-checked probabilities and unexplained scores of a block of spectra.
+
+    Attributes
+    ----------
+    maps : dict of output name -> ndarray float32 (n, n_pigments)
+        Checked probabilities (``"present"``, ``"top"``).
+    unexplained : ndarray float32, shape (n,)
+        In [0, 1]; NaN where the spectrum has no counts.
+    unexplained_elements : ndarray float32, shape (n, n_elements)
+        Per element, in [0, 1].
+    """
+
+    maps: dict
+    unexplained: np.ndarray
+    unexplained_elements: np.ndarray
+
+
+def apply_evidence(raw: dict, significance: Significance, spec: EvidenceSpec, *, tube=None) -> CheckedBlock:
+    """Gate network probabilities by element evidence and score unexplained elements.
+
+    Parameters
+    ----------
+    raw : dict of output name -> ndarray (n, n_pigments)
+        Network probabilities (``"present"``, optionally ``"top"``).
+    significance : Significance
+        Of the same spectra.
+    spec : EvidenceSpec
+    tube : str, optional
+        Tube anode: its lines are scatter, always explained.
+
+    Returns
+    -------
+    CheckedBlock
+    """
+    z = significance.z.astype(np.float64)
+    index = {el: i for i, el in enumerate(significance.elements)}
+    present = np.asarray(raw["present"], dtype=np.float64)
+    n, n_p = present.shape
+    gate = np.ones((n, n_p))
+    no_lines = []
+    for j, p in enumerate(spec.pigments):
+        seen = [index[el] for el in p.evidence if el in index]
+        if p.abbreviation in spec.missing:
+            continue
+        if not seen:
+            no_lines.append(j)
+            continue
+        gate[:, j] = _ramp(np.min(z[:, seen], axis=1), *GATE_SIGMA)
+    checked = present * gate
+    explained = set(spec.explained) | ({tube} if tube else set())
+    significant = _ramp(z, *UNEXPLAINED_SIGMA)
+    explanation = np.zeros_like(significant)
+    for el, i in index.items():
+        if el in explained:
+            explanation[:, i] = 1.0
+            continue
+        for j, p in enumerate(spec.pigments):
+            if el in p.elements:
+                np.maximum(explanation[:, i], checked[:, j], out=explanation[:, i])
+    # A pigment at probability 0.5 or more explains its elements fully, below that in part:
+    # an element the network attributes with some doubt is not "unexplained".
+    per_element = significant * (1.0 - np.clip(2.0 * explanation, 0.0, 1.0))
+    with np.errstate(invalid="ignore"):
+        unexplained = np.max(per_element, axis=1) if per_element.shape[1] else np.zeros(n)
+    for j in no_lines:
+        # Nothing can confirm such a pigment; it is not called where other signal is unexplained.
+        gate[:, j] = 1.0 - np.nan_to_num(unexplained)
+        checked[:, j] = present[:, j] * gate[:, j]
+    maps = {"present": checked.astype(np.float32)}
+    if "top" in raw:
+        maps["top"] = (np.asarray(raw["top"], dtype=np.float64) * gate).astype(np.float32)
+    nan = np.isnan(z).any(axis=1) | np.isnan(present).any(axis=1)
+    unexplained = unexplained.astype(np.float32)
+    unexplained[nan] = np.nan
+    per_element = per_element.astype(np.float32)
+    per_element[nan] = np.nan
+    for k in maps:
+        maps[k][nan] = np.nan
+    return CheckedBlock(maps, unexplained, per_element)
+
+
+def guess_tube(significance: Significance, *, min_sigma: float = 5.0):
+    """The tube anode of a cube whose metadata does not say: the candidate anode whose lines
+    are significant in most pixels (scattered tube lines are everywhere), or None."""
+    best, best_share = None, 0.5
+    for el in TUBE_ANODES:
+        if el not in significance.elements:
+            continue
+        z = significance.z[:, significance.elements.index(el)]
+        z = z[np.isfinite(z)]
+        share = float(np.mean(z >= min_sigma)) if z.size else 0.0
+        if share > best_share:
+            best, best_share = el, share
+    return best
+
+
+class EvidenceChecker:
+    """The evidence step of one cube's prediction, block by block.
+
+    Parameters
+    ----------
+    model : PigmentModel
+    cube : XRFCube
+        For its tube anode (metadata) and name.
+    shape : (int, int)
+        Rows and columns of the maps.
+    library : PigmentLibrary, optional
+        Where evidence comes from for models whose metadata has none.
+
+    Attributes
+    ----------
+    available : bool
+        False once the step failed; the maps are then the network's own.
+    warnings : list of str
+    """
+
+    def __init__(self, model, cube, shape, *, library=None):
+        self.grid = model.preprocessing.grid
+        self.spec = EvidenceSpec.for_model(model, library)
+        from .model.preflight import cube_tube
+
+        self.tube = cube_tube(getattr(cube, "metadata", None) or {})[0]
+        self.available = True
+        self.warnings: list = []
+        if len(self.spec.missing) == len(self.spec.pigments):
+            self.available = False
+            self.warnings.append(
+                "element evidence is unavailable: the model lists no evidence elements and its "
+                "pigments are not in the pigment library; the maps are the network's own")
+        elif self.spec.missing:
+            self.warnings.append(
+                f"no element evidence is known for {', '.join(self.spec.missing)} (not in the "
+                "pigment library under the model's name): those maps are the network's own")
+        self.unexplained = np.full(shape, np.nan, np.float32)
+        self._fit: ElementFit | None = None
+        self._per_element: np.ndarray | None = None
+
+    def _start(self, counts):
+        fit = ElementFit(self.grid, tube=self.tube)
+        if self.tube is None:
+            self.tube = guess_tube(fit.fit(counts))
+            self.warnings.append(
+                "the cube does not name its X-ray tube; "
+                + (f"its scattered lines look like a {self.tube} anode" if self.tube else
+                   "no anode's scattered lines were recognised")
+                + " (set the tube in the file's metadata to be sure)")
+            fit = ElementFit(self.grid, tube=self.tube)
+        fit.estimate_resolution(counts)
+        self._fit = fit
+        self._per_element = np.zeros((*self.unexplained.shape, len(fit.elements)), np.uint8)
+
+    def check(self, rows: slice, counts, raw: dict) -> dict:
+        """Checked probabilities of one block of rows.
+
+        Parameters
+        ----------
+        rows : slice
+            Rows of the maps the block covers.
+        counts : ndarray, shape (n, channels)
+            The block's counts on the model grid (n = rows x columns).
+        raw : dict of output name -> ndarray (n, n_pigments)
+
+        Returns
+        -------
+        dict of output name -> ndarray (n, n_pigments)
+            ``raw`` itself once the step has failed.
+        """
+        if not self.available:
+            return raw
+        try:
+            if self._fit is None:
+                self._start(counts)
+            block = apply_evidence(raw, self._fit.fit(counts), self.spec, tube=self.tube)
+        except Exception as exc:  # noqa: BLE001 - the maps must still be written
+            self.available = False
+            self.warnings.append(f"element evidence is unavailable ({exc}); the maps are the network's own")
+            return raw
+        n_rows = rows.stop - rows.start
+        self.unexplained[rows] = block.unexplained.reshape(n_rows, -1)
+        scores = np.nan_to_num(block.unexplained_elements.reshape(n_rows, -1, block.unexplained_elements.shape[-1]))
+        self._per_element[rows] = np.round(scores * 255).astype(np.uint8)
+        return block.maps
+
+    def unexplained_elements(self, *, min_pixels: int = 3) -> dict:
+        """Score maps (float32, rows x columns) of the elements unexplained (>= 0.5) on at
+        least ``min_pixels`` pixels."""
+        if not self.available or self._per_element is None:
+            return {}
+        out = {}
+        for i, element in enumerate(self._fit.elements):
+            scores = self._per_element[..., i]
+            if np.count_nonzero(scores >= 128) >= min_pixels:
+                values = scores.astype(np.float32) / 255.0
+                values[np.isnan(self.unexplained)] = np.nan
+                out[element] = values
+        return out

@@ -1,0 +1,1111 @@
+"""Warnings before prediction: can the pigment model read this cube as it was trained to?
+
+:func:`preflight_warnings` runs four cheap checks on a sample of the cube (at most
+``max_spectra`` spectra, as evenly spaced whole rows read by slicing: a 30 GB h5py or dask cube is
+never read whole) and returns one :class:`Preflight` item per problem, an empty list when
+nothing looks wrong:
+
+``"energy-range"``
+    The model's energy range (``model.preprocessing.range_keV``) is not covered by the cube's
+    calibrated energy axis (more than :data:`RANGE_TOLERANCE` of it missing), or holds only a
+    few channels of it (a calibration in eV).
+``"counts"``
+    Total counts per pixel inside the model's energy range (median, 5th and 95th percentile of
+    the sampled pixels that have counts) outside the range the model was trained on
+    (:func:`training_conditions`): the median outside, or more than :data:`OUTSIDE_FRACTION`
+    of the pixels.
+``"tube"``
+    The cube's metadata does not name the X-ray tube (anode and voltage), or names one unlike
+    every instrument of the training set: another anode, or a voltage more than
+    :data:`KV_TOLERANCE` outside the trained range.
+``"calibration"``
+    The energy calibration is off: peaks of lines that are (almost) always present or strong
+    (Ar Ka of the air, Ca Ka, Fe Ka, Cu Ka, Zn Ka, Hg La, Pb La, Pb Lb, Sr Ka and the scattered
+    Ka / La of a known tube anode) sit, in the median, more than :data:`CALIBRATION_TOLERANCE`
+    of the detector FWHM away from their energies (:func:`measure_calibration`).
+
+Two more codes stop the checks early: ``"uncalibrated"`` (the cube has no energy calibration;
+prediction refuses it anyway) and ``"data"`` (the sample could not be read, or holds NaN or
+negative counts). A check that fails for any other reason becomes an item "could not check X:
+reason" of its code: :func:`preflight_warnings` never raises because of what a cube contains.
+
+The parts are public too: :func:`measure_cube_calibration` / :func:`measure_calibration` (the
+offset and the lines it was measured on, also when it is fine), :func:`training_conditions`
+(counts and tubes of a model's training set, from its metadata) and :func:`cube_tube` (anode,
+kV or beam from a cube's metadata).
+
+Qt-free and Keras-free: only the model's metadata and preprocessing are used. PyMca (line
+tables, SNIP) and scipy are imported when the calibration check runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cube import check_counts, default_rows_per_block
+from ..preprocess import channel_edges
+
+__all__ = [
+    "CalibrationCheck",
+    "LineMatch",
+    "Preflight",
+    "TrainingConditions",
+    "cube_tube",
+    "measure_calibration",
+    "measure_cube_calibration",
+    "preflight_warnings",
+    "training_conditions",
+]
+
+#: Largest fraction of the model's energy range the cube may miss without a warning.
+RANGE_TOLERANCE = 0.05
+#: Count range (total counts per spectrum on the model grid) assumed when a model's metadata
+#: says nothing usable about its training spectra.
+DEFAULT_COUNT_RANGE = (1.0e3, 1.0e6)
+#: Counts per second on the model grid (2.8-30 keV) of the default ELIO-like instrument (Rh,
+#: 40 kV, 40 uA) on painted mock-ups (simulated: median 2.4e4/s over paint on a chalk ground);
+#: with the training set's live-time range it bounds the training counts when no count
+#: augmentation was used.
+TYPICAL_RATE_CPS = 2.0e4
+#: Tube current the typical rate refers to, mA.
+TYPICAL_CURRENT_MA = 0.04
+#: Warn when more than this fraction of the sampled pixels lies outside the training counts.
+OUTSIDE_FRACTION = 0.25
+#: Tube anodes and voltages drawn for the instrument variants of a training set
+#: (:func:`~napari_xrf_pigments.datasets.training.instrument_variants`), besides the base tube.
+VARIANT_ANODES = ("Rh", "W", "Mo", "Ag", "Cu")
+VARIANT_KV = (30.0, 50.0)
+#: How far (kV) a tube voltage may lie outside the trained range without a warning.
+KV_TOLERANCE = 5.0
+#: Detector FWHM at Mn Ka (keV) assumed when the cube's metadata does not give it.
+DEFAULT_RESOLUTION_KEV = 0.15
+DEFAULT_FANO = 0.114
+#: Warn when the calibration offset exceeds this fraction of the FWHM at the lines' energy.
+CALIBRATION_TOLERANCE = 0.25
+#: Lines whose peaks measure the calibration: Ar of the air, then the elements of common grounds
+#: and pigments. A peak is used only when clear (> MIN_SIGNIFICANCE) and unambiguous.
+CALIBRATION_LINES = (
+    "Ar Ka", "Ca Ka", "Fe Ka", "Cu Ka", "Zn Ka", "Hg La", "Pb La", "Pb Lb", "Sr Ka",
+)
+#: Smallest net counts / sqrt(counts beneath) of a peak used for the calibration, in sigmas.
+MIN_SIGNIFICANCE = 10.0
+#: How far (keV) from its energy a line's peak is searched.
+SEARCH_KEV = 0.3
+
+_MN_KA_KEV = 5.895
+_SI_ESCAPE_KEV = 1.740
+# Si escape peaks hold up to ~2 % of their parent's counts (most at low energies).
+_ESCAPE_FRACTION = 0.02
+# The other line of an element that must be there, where expected, when it should be visible.
+_COMPANION = {"Ka": "Kb", "La": "Lb", "Lb": "La"}
+_TUBE_KEYS = ("tube", "xray_tube", "x_ray_tube", "source")
+# Keys of the cube's metadata itself, then of a tube/source dictionary inside it (where a bare
+# "voltage" or "target" cannot mean a detector's).
+_ANODE_KEYS = ("tube_anode", "anode", "tube_target", "anode_material", "tube_material")
+_KV_KEYS = ("tube_voltage_kV", "tube_kV", "excitation_kV", "tube_voltage", "high_voltage_kV")
+_NESTED_ANODE_KEYS = _ANODE_KEYS + ("target", "material", "element")
+_NESTED_KV_KEYS = _KV_KEYS + ("voltage_kV", "kV", "voltage", "high_voltage")
+# FWHM at Mn Ka, in keV or eV.
+_RESOLUTION_KEYS = ("resolution_keV", "fwhm_keV", "energy_resolution_keV",
+                    "detector_resolution_keV")
+_RESOLUTION_EV_KEYS = ("resolution_eV", "fwhm_eV", "energy_resolution_eV",
+                       "detector_resolution_eV")
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """One finding of the checks before prediction.
+
+    Attributes
+    ----------
+    code : str
+        ``"energy-range"``, ``"counts"``, ``"tube"``, ``"calibration"``, ``"uncalibrated"`` or
+        ``"data"``.
+    message : str
+        One line for the user: what is wrong, the measured value, what to do.
+    value : float or None
+        The measured value: the missing fraction of the model's range (``"energy-range"``;
+        None when the cube has only a few channels there),
+        the median counts per pixel (``"counts"``), the tube voltage in kV (``"tube"``), the
+        calibration offset in keV, measured minus true (``"calibration"``); None when unknown.
+    """
+
+    code: str
+    message: str
+    value: float | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class TrainingConditions:
+    """What a model's training spectra looked like, as far as its metadata says.
+
+    Attributes
+    ----------
+    counts_range : (float, float)
+        Total counts per spectrum on the model grid.
+    counts_source : str
+        Where ``counts_range`` comes from: ``"augmentation"`` (the training's Poisson
+        augmentation range), ``"live time"`` (the training set's live-time range times
+        :data:`TYPICAL_RATE_CPS`) or ``"default"`` (:data:`DEFAULT_COUNT_RANGE`).
+    anode : str or None
+        Tube anode of the training set's base instrument (None: not recorded, or a beam).
+    kv : float or None
+        Its voltage, kV.
+    anodes : tuple of str
+        Every anode of the training instruments (empty when unknown).
+    kv_range : (float, float) or None
+        Range of their voltages, kV.
+    """
+
+    counts_range: tuple
+    counts_source: str
+    anode: str | None = None
+    kv: float | None = None
+    anodes: tuple = ()
+    kv_range: tuple | None = None
+
+    @property
+    def tube_description(self) -> str:
+        """E.g. ``"Rh 40 kV and variants (Rh, W, Mo, Ag, Cu anodes, 30-50 kV)"``."""
+        if self.anode is None:
+            return "an unrecorded tube"
+        text = f"{self.anode} {self.kv:g} kV"
+        if len(self.anodes) > 1 or (self.kv_range and self.kv_range[0] != self.kv_range[1]):
+            text += (f" and variants ({', '.join(self.anodes)} anodes, "
+                     f"{self.kv_range[0]:g}-{self.kv_range[1]:g} kV)")
+        return text
+
+
+@dataclass(frozen=True)
+class LineMatch:
+    """A line whose peak was used to measure the energy calibration.
+
+    Attributes
+    ----------
+    line : str
+        E.g. ``"Ca Ka"`` (``"Rh Ka"`` for the scattered tube line).
+    expected_keV : float
+        Rate-weighted mean energy of the line group (where an unresolved peak sits).
+    measured_keV : float
+        Where the peak is on the cube's energy axis.
+    significance : float
+        Net counts over the square root of all counts within +-1 FWHM, in sigmas.
+    """
+
+    line: str
+    expected_keV: float
+    measured_keV: float
+    significance: float
+
+    @property
+    def offset_keV(self) -> float:
+        """Measured minus expected, keV (negative: the calibration reads low)."""
+        return self.measured_keV - self.expected_keV
+
+
+@dataclass(frozen=True)
+class CalibrationCheck:
+    """Result of :func:`measure_calibration`.
+
+    Attributes
+    ----------
+    offset_keV : float or None
+        Median offset of the lines used (measured minus expected), keV; None when no line
+        could be used or the lines disagree.
+    lines : tuple of LineMatch
+        Lines used, by energy.
+    tolerance_keV : float or None
+        :data:`CALIBRATION_TOLERANCE` times the detector FWHM at the median energy of the
+        lines used.
+    rejected : tuple of str
+        Lines with a clear peak that were not used, each with the reason.
+    note : str
+        Why there is no offset, when there is none.
+    """
+
+    offset_keV: float | None
+    lines: tuple = ()
+    tolerance_keV: float | None = None
+    rejected: tuple = ()
+    note: str = ""
+
+    @property
+    def off(self) -> bool:
+        """True when the offset exceeds the tolerance."""
+        return (self.offset_keV is not None and self.tolerance_keV is not None
+                and abs(self.offset_keV) > self.tolerance_keV)
+
+
+# -- the checks together ----------------------------------------------------------------------
+
+
+def preflight_warnings(cube, model, *, max_spectra: int = 20000) -> list[Preflight]:
+    """Problems that make the model's maps of ``cube`` untrustworthy, found before prediction.
+
+    Parameters
+    ----------
+    cube : XRFCube
+        Counts (rows, columns, channels) as numpy, h5py or dask arrays; only sampled rows are
+        read.
+    model : PigmentModel
+        Anything with ``preprocessing`` (:class:`~napari_xrf_pigments.preprocess.Preprocessing`)
+        and ``metadata`` (dict); the network is not used.
+    max_spectra : int
+        Most spectra read: evenly spaced whole rows (every row of a small cube; with more
+        columns than this, every n-th spectrum of the middle row).
+
+    Returns
+    -------
+    list of Preflight
+        In the order energy range, counts, tube, calibration; empty when nothing looks wrong.
+        A single ``"uncalibrated"`` item for a cube without an energy calibration.
+    """
+    try:
+        energies = _cube_energies(cube)
+    except Exception as exc:  # noqa: BLE001 - the cube cannot be read as calibrated
+        return [Preflight("uncalibrated", f"the cube's energy axis cannot be used: {_reason(exc)}; "
+                          "calibrate it (Energy calibration widget) before predicting")]
+    if energies is None:
+        return [Preflight(
+            "uncalibrated",
+            "the cube's energy axis is not calibrated, so the model cannot read it: calibrate it "
+            "(Energy calibration widget: type zero/gain or pick two peaks), or in scripts "
+            "cube.with_calibration(zero_keV, gain_keV)",
+        )]
+    metadata = getattr(cube, "metadata", None) or {}
+    items: list[Preflight] = []
+    items += _guarded("energy-range", "the energy range", _check_energy_range, energies, model)
+    try:
+        conditions = training_conditions(model)
+    except Exception:  # noqa: BLE001 - unreadable metadata: fall back to the defaults
+        conditions = TrainingConditions(DEFAULT_COUNT_RANGE, "default")
+    model_range = _model_channels(energies, model)
+    try:
+        sums, totals = _read_sample(cube, model_range, max_spectra)
+    except Exception as exc:  # noqa: BLE001 - unreadable or invalid counts
+        items.append(Preflight("data", f"could not check the counts and the energy calibration: "
+                               f"{_reason(exc)}"))
+        items += _guarded("tube", "the tube", _check_tube, metadata, conditions)
+        return items
+    if model_range is not None:
+        items += _guarded("counts", "the counts per pixel", _check_counts, totals, conditions,
+                          energies[model_range])
+    items += _guarded("tube", "the tube", _check_tube, metadata, conditions)
+    items += _guarded("calibration", "the energy calibration", _check_calibration, energies,
+                      sums, metadata, totals.size)
+    return items
+
+
+def _guarded(code, what, check, *args) -> list[Preflight]:
+    try:
+        return list(check(*args))
+    except Exception as exc:  # noqa: BLE001 - a check must never stop a prediction
+        return [Preflight(code, f"could not check {what}: {_reason(exc)}")]
+
+
+def _reason(exc) -> str:
+    """An exception as one line (messages are shown one per line)."""
+    text = " ".join(str(exc).split())
+    return text if text else type(exc).__name__
+
+
+def _cube_energies(cube) -> np.ndarray | None:
+    """Channel energies (keV) of the cube, None when uncalibrated."""
+    if not cube.energy.calibrated:
+        return None
+    e = np.asarray(cube.energy.energies(), dtype=np.float64)
+    if e.size < 2 or not np.all(np.isfinite(e)) or not np.all(np.diff(e) > 0):
+        raise ValueError("its channel energies do not increase with channel (check the gain)")
+    return e
+
+
+def _model_channels(energies, model) -> slice | None:
+    """Cube channels whose centres lie inside the model grid's outer edges (None: none)."""
+    edges = channel_edges(model.preprocessing.grid)
+    i0, i1 = np.searchsorted(energies, [edges[0], edges[-1]])
+    return slice(int(i0), int(i1)) if i1 > i0 else None
+
+
+def _sample_plan(shape, dtype, max_spectra) -> tuple[list[slice], int]:
+    """Row slices to read and the column step: evenly spaced whole rows, at most max_spectra."""
+    rows, cols = int(shape[0]), int(shape[1])
+    max_spectra = max(1, int(max_spectra))
+    if cols > max_spectra:
+        middle = rows // 2
+        return [slice(middle, middle + 1)], -(-cols // max_spectra)
+    n = min(rows, max(1, max_spectra // cols))
+    if n == rows:
+        step = default_rows_per_block(shape, dtype)  # contiguous blocks of ~64 MB
+        return [slice(r, min(r + step, rows)) for r in range(0, rows, step)], 1
+    picked = np.unique(np.round(np.linspace(0, rows - 1, n)).astype(int))
+    return [slice(int(r), int(r) + 1) for r in picked], 1
+
+
+def _read_sample(cube, model_range, max_spectra) -> tuple[np.ndarray, np.ndarray]:
+    """Sum spectrum (channels,) and counts per pixel in the model range (n_sampled,), float64."""
+    slices, col_step = _sample_plan(cube.shape, cube.dtype, max_spectra)
+    sums = np.zeros(cube.shape[2], dtype=np.float64)
+    totals = []
+    for sl in slices:
+        part = cube.counts[sl] if col_step == 1 else cube.counts[sl, ::col_step]
+        block = np.asarray(part)
+        check_counts(block, where=f"rows {sl.start}-{sl.stop - 1}")
+        sums += block.sum(axis=(0, 1), dtype=np.float64)
+        if model_range is not None:
+            totals.append(block[..., model_range].sum(axis=2, dtype=np.float64).ravel())
+    return sums, (np.concatenate(totals) if totals else np.zeros(0))
+
+
+# -- 1. energy range --------------------------------------------------------------------------
+
+
+def _check_energy_range(energies, model):
+    g0, g1 = model.preprocessing.range_keV
+    e0, e1 = float(energies[0]), float(energies[-1])
+    if e1 <= g0 or e0 >= g1:
+        yield Preflight(
+            "energy-range",
+            f"the cube's energy axis ({e0:.2f} to {e1:.2f} keV) does not overlap the model's "
+            f"({g0:.2f} to {g1:.2f} keV): check the calibration (keV, not eV) or use a model made "
+            "for this range",
+            1.0,
+        )
+        return
+    inside = int(np.count_nonzero((energies >= g0) & (energies <= g1)))
+    if inside < 0.1 * model.preprocessing.n_channels:
+        # Channels keV wide: a calibration typed in eV, or a gain off by a factor of 1000.
+        yield Preflight(
+            "energy-range",
+            f"the cube has only {inside} channels between {g0:.2f} and {g1:.2f} keV (the model "
+            f"reads {model.preprocessing.n_channels}; channels {np.median(np.diff(energies)):g} "
+            "keV wide): check the calibration (keV, not eV)",
+            None,
+        )
+        return
+    low, high = max(0.0, e0 - g0), max(0.0, g1 - e1)
+    missing = (low + high) / (g1 - g0)
+    if missing <= RANGE_TOLERANCE:
+        return
+    # A side is named when it misses more than 1 % of the range (not a channel or two).
+    low, high = low > 0.01 * (g1 - g0), high > 0.01 * (g1 - g0)
+    if low and high:
+        what = (f"the cube's energy axis covers only {e0:.2f} to {e1:.1f} keV; the model reads "
+                f"{g0:.2f} to {g1:.1f} keV: lines below {e0:.2f} and above {e1:.1f} keV are "
+                "missing")
+    elif high:
+        what = (f"the cube's energy axis ends at {e1:.1f} keV; the model reads up to {g1:.1f} "
+                "keV: lines above are missing")
+    else:
+        what = (f"the cube's energy axis starts at {e0:.2f} keV; the model reads from {g0:.2f} "
+                "keV: lines below are missing")
+    yield Preflight(
+        "energy-range",
+        f"{what} ({missing:.0%} of the model's range, seen as zero counts): pigments "
+        "recognised by those lines may be missed; measure the full range or use a model trained "
+        "for this one",
+        float(missing),
+    )
+
+
+# -- 2. counts per pixel ----------------------------------------------------------------------
+
+
+def training_conditions(model) -> TrainingConditions:
+    """Counts and tubes of a model's training spectra, from its metadata.
+
+    Read from ``metadata["training"]`` (for a finetuned model, that of its base model, followed
+    back to the simulated training set):
+
+    - counts: ``augmentation.counts`` (every training spectrum was Poisson-resampled to a total
+      in that range on the model grid); else the training set's ``provenance.recipe``
+      ``live_time_s`` times ``current_factor`` ranges times :data:`TYPICAL_RATE_CPS` (scaled by
+      the base tube current); else :data:`DEFAULT_COUNT_RANGE` (1e3 to 1e6 counts).
+    - tubes: ``data.provenance.instrument.tube`` (anode, ``voltage_kV``) of the base instrument;
+      with ``recipe.n_instruments > 1`` the variants add :data:`VARIANT_ANODES` and
+      :data:`VARIANT_KV`.
+
+    Parameters
+    ----------
+    model : PigmentModel or dict
+        A model, or its metadata.
+
+    Returns
+    -------
+    TrainingConditions
+    """
+    meta = model if isinstance(model, dict) else (getattr(model, "metadata", None) or {})
+    training = _base_training(meta)
+    provenance = ((training.get("data") or {}).get("provenance")) or {}
+    recipe = provenance.get("recipe") if isinstance(provenance.get("recipe"), dict) else None
+    instrument = provenance.get("instrument")
+    instrument = instrument if isinstance(instrument, dict) else {}
+    tube = instrument.get("tube") if isinstance(instrument.get("tube"), dict) else {}
+
+    counts_range, source = None, "default"
+    augmented = _range((training.get("augmentation") or {}).get("counts"))
+    if augmented is not None:
+        counts_range, source = augmented, "augmentation"
+    elif recipe is not None and _range(recipe.get("live_time_s")) is not None:
+        t0, t1 = _range(recipe.get("live_time_s"))
+        f0, f1 = _range(recipe.get("current_factor")) or (1.0, 1.0)
+        current = _number(tube.get("current_mA")) or TYPICAL_CURRENT_MA
+        rate = TYPICAL_RATE_CPS * current / TYPICAL_CURRENT_MA
+        counts_range, source = (t0 * f0 * rate, t1 * f1 * rate), "live time"
+    if counts_range is None:
+        counts_range = DEFAULT_COUNT_RANGE
+
+    anode = _anode_symbol(tube.get("anode")) if tube else None
+    kv = _kv(tube.get("voltage_kV")) if tube else None
+    anodes, kv_range = (), None
+    if anode is not None and kv is not None:
+        n_instruments = int((recipe or {}).get("n_instruments", 6 if recipe is not None else 1))
+        if n_instruments > 1:
+            anodes = tuple(dict.fromkeys((anode, *VARIANT_ANODES)))
+            kv_range = (min(kv, VARIANT_KV[0]), max(kv, VARIANT_KV[1]))
+        else:
+            anodes, kv_range = (anode,), (kv, kv)
+    return TrainingConditions(tuple(float(v) for v in counts_range), source, anode, kv, anodes,
+                              kv_range)
+
+
+def _base_training(meta) -> dict:
+    training = meta.get("training") if isinstance(meta, dict) else None
+    for _ in range(16):  # finetuned models nest their base model's training record
+        if not isinstance(training, dict) or training.get("kind") != "finetune":
+            break
+        training = (training.get("base_model") or {}).get("training")
+    return training if isinstance(training, dict) else {}
+
+
+def _range(value) -> tuple[float, float] | None:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (lo, hi) if 0 < lo <= hi and math.isfinite(hi) else None
+
+
+def _number(value) -> float | None:
+    try:
+        value = float(np.ravel(value)[0]) if np.ndim(value) else float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _check_counts(totals, conditions: TrainingConditions, model_energies):
+    lo, hi = conditions.counts_range
+    where = f"between {model_energies[0]:.2f} and {model_energies[-1]:.2f} keV"
+    counted = totals[totals > 0]
+    if counted.size == 0:
+        yield Preflight(
+            "counts",
+            f"no sampled pixel has counts {where} (the model's range): the maps would be empty; "
+            "check that the right cube and energy calibration are used",
+            0.0,
+        )
+        return
+    median = float(np.median(counted))
+    p5, p95 = (float(v) for v in np.percentile(counted, [5, 95]))
+    below, above = float(np.mean(counted < lo)), float(np.mean(counted > hi))
+    if not (median < lo or median > hi or below + above > OUTSIDE_FRACTION):
+        return
+    spread = (f"median {_fmt(median)} counts per pixel {where} (5th-95th percentile "
+              f"{_fmt(p5)}-{_fmt(p95)}")
+    trained = f"the model was trained on {_fmt(lo)} to {_fmt(hi)} counts per spectrum"
+    if below >= above:
+        yield Preflight(
+            "counts",
+            f"counts per pixel are low for this model: {spread}, {below:.0%} of pixels below "
+            f"{_fmt(lo)}); {trained}: expect noisy maps and missed pigments; sum neighbouring "
+            "pixels (bin the cube) or measure longer",
+            median,
+        )
+    else:
+        yield Preflight(
+            "counts",
+            f"counts per pixel are high for this model: {spread}, {above:.0%} of pixels above "
+            f"{_fmt(hi)}); {trained}: the model never saw spectra this clean; check its maps "
+            "against element maps",
+            median,
+        )
+
+
+def _fmt(counts: float) -> str:
+    """1234.5 -> '1,234'; large counts to 3 significant digits: 4585665 -> '4,590,000'."""
+    if counts >= 1e4:
+        counts = float(f"{counts:.3g}")
+    return f"{counts:,.0f}"
+
+
+# -- 3. tube ----------------------------------------------------------------------------------
+
+
+def cube_tube(metadata) -> tuple[str | None, float | None, str | None]:
+    """Tube anode, tube voltage and explicit beam described in a cube's metadata.
+
+    Looks in ``metadata["instrument"]`` (an instrument description as simulated cubes carry:
+    ``tube.anode``, ``tube.voltage_kV``, or ``beam``), then in the keys readers write:
+    ``excitation_kV`` (Bruker), and ``tube_anode`` / ``anode`` / ``target``, ``tube_kV`` /
+    ``voltage_kV``, also inside a ``tube`` or ``source`` dictionary. Keys are matched without
+    regard to case.
+
+    Returns
+    -------
+    anode : str or None
+        Element symbol.
+    kv : float or None
+        Tube voltage, kV.
+    beam : str or None
+        Description of an explicit excitation beam (e.g. monochromatic), when there is one.
+    """
+    metadata = metadata if isinstance(metadata, dict) else {}
+    anode = kv = beam = None
+    instrument = _get(metadata, ("instrument",))
+    if isinstance(instrument, dict):
+        tube = instrument.get("tube")
+        if isinstance(tube, dict):
+            anode = _anode_symbol(tube.get("anode"))
+            kv = _kv(tube.get("voltage_kV"))
+        beam_d = instrument.get("beam")
+        if isinstance(beam_d, dict) and beam_d.get("energies_keV"):
+            energies = np.ravel(beam_d["energies_keV"]).astype(float)
+            beam = (f"{energies[0]:g} keV" if energies.size == 1
+                    else f"{energies.size} energies, {energies.min():g}-{energies.max():g} keV")
+    nested = [d for d in (_get(metadata, (k,)) for k in _TUBE_KEYS) if isinstance(d, dict)]
+    places = [(metadata, _ANODE_KEYS, _KV_KEYS)] + [
+        (d, _NESTED_ANODE_KEYS, _NESTED_KV_KEYS) for d in nested]
+    for place, anode_keys, kv_keys in places:
+        if anode is None:
+            anode = _anode_symbol(_get(place, anode_keys))
+        if kv is None:
+            kv = _kv(_get(place, kv_keys))
+    if anode is None:
+        tube = _get(metadata, _TUBE_KEYS)
+        if isinstance(tube, str):
+            anode = _anode_symbol(tube)
+    return anode, kv, beam
+
+
+def _get(mapping, keys):
+    """The value of the first of ``keys`` in ``mapping`` (case-insensitive), else None."""
+    lowered = {str(k).lower(): v for k, v in mapping.items()}
+    for key in keys:
+        value = lowered.get(key.lower())
+        if value is not None:
+            return value
+    return None
+
+
+def _anode_symbol(value) -> str | None:
+    """'Rh', 'rh', 'Rh1', 45 -> 'Rh'; None when not an element."""
+    if value is None or isinstance(value, (dict, list, tuple)):
+        return None
+    from ..lines import _elements, normalize_symbol
+
+    try:
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            z = int(value)
+            return str(_elements().ElementList[z - 1]) if 1 <= z <= 100 else None
+        text = str(value).strip()
+        text = text.rstrip("0123456789") if text[:1].isalpha() else text
+        if text.isdigit():
+            return _anode_symbol(int(text))
+        return normalize_symbol(text)
+    except (ValueError, IndexError):
+        return None
+
+
+def _kv(value) -> float | None:
+    kv = _number(value)
+    if kv is not None and kv > 1000:  # written in volts
+        kv /= 1000.0
+    return kv if kv is not None and 1.0 <= kv <= 1000.0 else None
+
+
+def _check_tube(metadata, conditions: TrainingConditions):
+    if conditions.anode is None or conditions.kv_range is None:
+        yield Preflight(
+            "tube",
+            "could not check the tube: the model's metadata does not record the instrument its "
+            "training spectra were simulated with",
+        )
+        return
+    trained = f"the model was trained with {conditions.tube_description}"
+    advice = ("scatter peaks it never saw may be taken for pigments; check the maps against "
+              "element maps, or finetune the model on this scanner")
+    anode, kv, beam = cube_tube(metadata)
+    if beam is not None and anode is None:
+        yield Preflight("tube", f"the cube was excited by an explicit beam ({beam}), not an X-ray "
+                        f"tube; {trained}: {advice}", kv)
+        return
+    k0, k1 = conditions.kv_range
+    kv_out = kv is not None and not (k0 - KV_TOLERANCE <= kv <= k1 + KV_TOLERANCE)
+    anode_out = anode is not None and anode not in conditions.anodes
+    if anode is None and kv is None:
+        yield Preflight("tube", f"unknown tube: the cube's metadata names no X-ray tube anode or "
+                        f"voltage; {trained}: make sure the scanner's tube is among these, else "
+                        f"{advice}", None)
+    elif anode is None:
+        extra = f" (outside the trained {k0:g}-{k1:g} kV)" if kv_out else ""
+        yield Preflight("tube", f"unknown tube anode: the cube records {kv:g} kV{extra} but no "
+                        f"anode; {trained}: make sure the scanner's anode is among these, else "
+                        f"{advice}", kv)
+    elif kv is None:
+        extra = (f", an anode the model was not trained with ({', '.join(conditions.anodes)})"
+                 if anode_out else "")
+        yield Preflight("tube", f"unknown tube voltage: the cube's tube is {anode}{extra} but its "
+                        f"voltage is not recorded; {trained}: make sure the scanner ran at "
+                        f"{k0:g}-{k1:g} kV, else {advice}", None)
+    elif anode_out or kv_out:
+        what = []
+        if anode_out:
+            what.append(f"no {anode} anode in training")
+        if kv_out:
+            what.append(f"{kv:g} kV is outside the trained {k0:g}-{k1:g} kV")
+        yield Preflight("tube", f"tube unlike the training instruments: {anode} {kv:g} kV "
+                        f"({', and '.join(what)}); {trained}: {advice}", kv)
+
+
+# -- 4. energy calibration --------------------------------------------------------------------
+
+
+def measure_cube_calibration(cube, *, max_spectra: int = 20000) -> CalibrationCheck:
+    """:func:`measure_calibration` on the sum of a sample of the cube's spectra.
+
+    The tube anode and voltage come from the cube's metadata (:func:`cube_tube`), and so does
+    the detector resolution when it is recorded (``instrument.readout`` noise and Fano, or a
+    ``resolution_keV`` / ``resolution_eV`` key; else :data:`DEFAULT_RESOLUTION_KEV`).
+
+    Parameters
+    ----------
+    cube : XRFCube
+        Calibrated cube; at most ``max_spectra`` spectra are read (evenly spaced whole rows).
+    max_spectra : int
+
+    Returns
+    -------
+    CalibrationCheck
+
+    Raises
+    ------
+    CalibrationError
+        If the cube is not calibrated.
+    InvalidDataError
+        If the sampled counts hold NaN or negative values.
+    """
+    from ..errors import CalibrationError
+
+    energies = _cube_energies(cube)
+    if energies is None:
+        raise CalibrationError("the cube's energy axis is not calibrated")
+    sums, _ = _read_sample(cube, None, max_spectra)
+    return _measure(energies, sums, getattr(cube, "metadata", None) or {})
+
+
+def _measure(energies, sums, metadata) -> CalibrationCheck:
+    anode, kv, _ = cube_tube(metadata)
+    resolution, fano = _cube_resolution(metadata)
+    return measure_calibration(energies, sums, anode=anode, kv=kv, resolution_keV=resolution,
+                               fano=fano)
+
+
+def _check_calibration(energies, sums, metadata, n_spectra):
+    check = _measure(energies, sums, metadata)
+    if check.offset_keV is None:
+        yield Preflight("calibration", f"could not check the energy calibration: {check.note} "
+                        f"(sum of {n_spectra} sampled spectra); check it on a known peak with the "
+                        "Energy calibration widget")
+        return
+    if not check.off:
+        return
+    offset = check.offset_keV
+    found = ", ".join(f"{m.line} at {m.measured_keV:.3f} keV" for m in check.lines)
+    expected = ", ".join(f"{m.expected_keV:.3f}" for m in check.lines)
+    yield Preflight(
+        "calibration",
+        f"energy calibration looks {abs(offset) * 1000:.0f} eV {'low' if offset < 0 else 'high'}: "
+        f"{found} (expected {expected}; tolerance {check.tolerance_keV * 1000:.0f} eV); "
+        "recalibrate (Energy calibration widget) before trusting the maps",
+        float(offset),
+    )
+
+
+def _cube_resolution(metadata) -> tuple[float, float]:
+    """(FWHM at Mn Ka in keV, Fano factor) from the cube's metadata, else the defaults."""
+    metadata = metadata if isinstance(metadata, dict) else {}
+    instrument = _get(metadata, ("instrument",))
+    readout = instrument.get("readout") if isinstance(instrument, dict) else None
+    if isinstance(readout, dict):
+        noise, fano = _number(readout.get("noise_keV")), _number(readout.get("fano"))
+        if noise is not None and fano is not None:
+            return float(np.sqrt(noise**2 + 0.00385 * _MN_KA_KEV * fano * 2.3548**2)), fano
+    value = _number(_get(metadata, _RESOLUTION_KEYS))
+    if value is None and (ev := _number(_get(metadata, _RESOLUTION_EV_KEYS))) is not None:
+        value = ev / 1000.0
+    if value is not None and 0.05 <= value <= 1.0:
+        return value, DEFAULT_FANO
+    return DEFAULT_RESOLUTION_KEV, DEFAULT_FANO
+
+
+def _fwhm_function(resolution_keV: float, fano: float):
+    """FWHM (keV) at any energy: PyMca's ``noise^2 + 3.85 eV * E * Fano * 2.3548^2``, with the
+    noise set so that the FWHM at Mn Ka is ``resolution_keV``."""
+    k = 0.00385 * fano * 2.3548**2
+    noise2 = max(resolution_keV**2 - k * _MN_KA_KEV, 1e-4)
+    return lambda energy: np.sqrt(noise2 + k * np.asarray(energy, dtype=np.float64))
+
+
+@dataclass
+class _Fit:
+    label: str
+    element: str
+    family: str
+    group: str
+    expected: float
+    delta: float
+    delta_sigma: float
+    area: float  # net counts of the group
+    scale: float  # fitted width / detector width
+    significance: float
+    group_rate: float  # the group's share of its family's lines
+    group_lines: tuple  # (energy, rate) of the group
+    named: tuple = ()  # the family's Line objects
+
+
+class _Spectrum:
+    """A sum spectrum with its SNIP background, ready for line fits."""
+
+    def __init__(self, energy, counts, fwhm):
+        from PyMca5.PyMcaMath.fitting import SpecfitFuns
+
+        self.e, self.y, self.fwhm = energy, counts, fwhm
+        self.width = np.gradient(energy)
+        gain = float(np.median(np.diff(energy)))
+        # As for the element suggestions: SNIP over ~2.5 FWHM of a lightly smoothed spectrum.
+        smooth = np.asarray(SpecfitFuns.SavitskyGolay(counts, 5), dtype=np.float64)
+        clip = max(3, int(round(2.5 * float(fwhm(10.0)) / gain)))
+        self.background = np.asarray(SpecfitFuns.snip1d(smooth, clip, 0), dtype=np.float64)
+        self.net = counts - self.background
+        self.smooth_net = smooth - self.background
+
+    def template(self, lines, e, delta, scale):
+        """Counts per channel at energies ``e`` of lines (energy, rate) of total area 1, shifted
+        by ``delta`` keV and widened by ``scale``."""
+        out = np.zeros(e.size)
+        total = sum(r for _, r in lines)
+        for energy, rate in lines:
+            sigma = float(self.fwhm(energy)) * scale / 2.3548
+            out += (rate / total) * np.exp(-0.5 * ((e - energy - delta) / sigma) ** 2) / (
+                sigma * math.sqrt(2 * math.pi))
+        return out * np.interp(e, self.e, self.width)
+
+    def fit(self, label, element, family, group, group_lines, *, shift=0.0, search=SEARCH_KEV,
+            minus=None) -> _Fit | None:
+        """Fit a line group (its lines as Gaussians of the detector width, with a free shift,
+        width scale, area and linear background) near its energy; None: no clear peak.
+
+        The peak is searched within ``shift +- search`` keV of the group's energy; ``minus``
+        (a :class:`_Fit`) is a fitted neighbour taken off first.
+        """
+        from scipy.optimize import least_squares
+
+        group_rate = sum(r for _, r in group_lines)
+        expected = sum(en * r for en, r in group_lines) / group_rate
+        main = [en for en, r in group_lines if r >= 0.1 * max(r for _, r in group_lines)]
+        e, fwhm = self.e, float(self.fwhm(expected))
+        sn, net_all = self.smooth_net, self.net
+        if minus is not None:
+            known = minus.area * self.template(minus.group_lines, e, minus.delta, minus.scale)
+            sn, net_all = sn - known, net_all - known
+        i0, i1 = np.searchsorted(e, [expected + shift - search, expected + shift + search])
+        if i1 - i0 < 3 or i0 == 0 or i1 >= e.size:
+            return None
+        # Local maxima only (a stronger neighbour's flank is not a peak), the nearer the better.
+        k = np.arange(i0, i1)
+        k = k[(sn[k] >= sn[k - 1]) & (sn[k] > sn[k + 1]) & (sn[k] > 0)]
+        if k.size == 0:
+            return None
+        near = np.exp(-0.5 * ((e[k] - expected - shift) / max(search / 1.5, fwhm / 2)) ** 2)
+        k = int(k[np.argmax(sn[k] * near)])
+        # A peak must stand out of the structure around it (a comb of scatter bumps, SNIP's
+        # wiggles on a spectrum of millions of counts), not only out of the Poisson noise.
+        a0, a1, c0, c1 = np.searchsorted(e, [e[k] - 0.6, e[k] - 1.5 * fwhm, e[k] + 1.5 * fwhm,
+                                             e[k] + 0.6])
+        around = np.concatenate([sn[a0:a1], sn[c0:c1]])
+        if around.size >= 10:
+            # Spread from the channels below the median: other peaks around only add above it.
+            level = float(np.median(around))
+            spread = 1.4826 * float(np.median(level - around[around <= level]))
+            if sn[k] - level < 3.0 * spread:
+                return None
+        # Where the template itself peaks, so that the first guess puts the fit on the peak.
+        fine = np.linspace(min(main) - fwhm, max(main) + fwhm, 201)
+        delta0 = float(e[k] - fine[np.argmax(self.template(group_lines, fine, 0.0, 1.0))])
+        j0, j1 = np.searchsorted(e, [min(main) + delta0 - fwhm, max(main) + delta0 + fwhm])
+        j1 = max(j1, j0 + 8)
+        if j0 < 1 or j1 > e.size - 1:
+            return None
+        x, net, y = e[j0:j1], net_all[j0:j1], self.y[j0:j1]
+        weight = 1.0 / np.sqrt(np.maximum(y, 1.0))
+        centre = float(x.mean())
+
+        def residual(p):
+            area, delta, scale, c0, c1 = p
+            model = area * self.template(group_lines, x, delta, scale) + c0 + c1 * (x - centre)
+            return (model - net) * weight
+
+        area0 = max(float(net.sum()), 1.0)
+        lo = [0.0, max(delta0 - 0.1, -SEARCH_KEV - 0.05), 0.5, -np.inf, -np.inf]
+        hi = [np.inf, min(delta0 + 0.1, SEARCH_KEV + 0.05), 2.0, np.inf, np.inf]
+        start = np.clip([area0, delta0, 1.0, 0.0, 0.0], lo, hi)
+        result = least_squares(residual, start, bounds=(lo, hi), x_scale="jac")
+        area, delta, scale = (float(v) for v in result.x[:3])
+        if not (0.55 < scale < 1.95) or abs(delta) > SEARCH_KEV or area <= 0:
+            return None  # no single peak of the expected width where the line should be
+        jac = result.jac
+        dof = max(1, x.size - 5)
+        chi2 = float(np.sum(result.fun**2)) / dof
+        try:
+            cov = np.linalg.inv(jac.T @ jac) * max(chi2, 1.0)
+            delta_sigma = float(np.sqrt(max(cov[1, 1], 0.0)))
+        except np.linalg.LinAlgError:
+            delta_sigma = float("inf")
+        b0, b1 = np.searchsorted(e, [expected + delta - fwhm, expected + delta + fwhm])
+        beneath = float(self.background[b0:b1].sum())
+        significance = area / math.sqrt(beneath + area + 1.0)
+        return _Fit(label, element, family, group, expected, delta, delta_sigma, area, scale,
+                    significance, group_rate, tuple(group_lines))
+
+
+def _family(element, family) -> tuple:
+    """The lines of an element's family (K, L), PyMca's rates, weakest left out."""
+    from ..lines import element_lines
+
+    return tuple(element_lines(element, (family,), min_rate=0.002))
+
+
+def _group(lines, group) -> list[tuple[float, float]]:
+    """(energy, rate) of the lines of a group ("Ka", "Kb", "La", "Lb") among ``lines``."""
+    return [(ln.energy, ln.rate) for ln in lines
+            if ln.name.startswith(group) and ln.name != ln.transition]
+
+
+def _candidates(anode, kv, e_lo, e_hi) -> list[tuple]:
+    """(label, element, family, group, group lines, family lines) of the lines to look for:
+    excited by ``kv`` (when known) and inside [e_lo, e_hi] keV."""
+    from ..lines import _elements
+
+    def binding(element):
+        return _elements().Element[element]["binding"]
+
+    chosen = [tuple(label.split()) for label in CALIBRATION_LINES]
+    if anode is not None:
+        # The tube's K lines when the voltage excites them well, else its L lines.
+        k_lines = _group(_family(anode, "K"), "Ka")
+        use_k = (k_lines and (kv is None or kv > 1.1 * binding(anode)["K"])
+                 and k_lines[0][0] < e_hi)
+        tube_line = (anode, "Ka" if use_k else "La")
+        chosen = [c for c in chosen if c != tube_line] + [tube_line]
+    out = []
+    for element, group in chosen:
+        family = group[0]
+        if kv is not None and binding(element)["K" if family == "K" else "L3"] >= kv:
+            continue  # not excited
+        named = _family(element, family)
+        members = _group(named, group)
+        if not members:
+            continue
+        energy = sum(en * r for en, r in members) / sum(r for _, r in members)
+        if e_lo <= energy <= e_hi:
+            out.append((f"{element} {group}", element, family, group, members, named))
+    return out
+
+
+def measure_calibration(
+    energy_keV,
+    sum_spectrum,
+    *,
+    anode: str | None = None,
+    kv: float | None = None,
+    resolution_keV: float = DEFAULT_RESOLUTION_KEV,
+    fano: float = DEFAULT_FANO,
+) -> CalibrationCheck:
+    """Energy calibration offset measured on lines that (almost) every painting shows.
+
+    Each line of :data:`CALIBRATION_LINES` (and the scattered Ka, or La, of a known tube anode)
+    is searched within :data:`SEARCH_KEV` of its energy in the SNIP-subtracted sum spectrum,
+    then fitted within +-1 FWHM of the peak: its family's lines (PyMca energies and rates) as
+    Gaussians of the detector width, with a free shift, width scale, area and linear
+    background. A line is used when its peak is clear (above :data:`MIN_SIGNIFICANCE` sigmas)
+    and unambiguous: of the expected width; not overlapped by lines of the other elements
+    found, by a scattered tube line or by an Si escape peak; its companion line (Kb for Ka, Lb
+    for La and back) found at the same offset where it should be visible; and, with three
+    lines or more, not an outlier among them. The offset is the median of the lines used.
+
+    Parameters
+    ----------
+    energy_keV : array, shape (channels,)
+        Channel energies in keV (increasing), per the calibration to check.
+    sum_spectrum : array, shape (channels,)
+        Counts per channel summed over pixels.
+    anode : str, optional
+        Tube anode: its scattered Ka (La when the voltage cannot excite K) is used too.
+    kv : float, optional
+        Tube voltage: lines it cannot excite are not searched.
+    resolution_keV : float
+        Detector FWHM at Mn Ka (5.9 keV), keV.
+    fano : float
+        Fano factor (how the FWHM grows with energy).
+
+    Returns
+    -------
+    CalibrationCheck
+    """
+    from ..errors import CalibrationError, InvalidDataError
+
+    e = np.asarray(energy_keV, dtype=np.float64).ravel()
+    y = np.asarray(sum_spectrum, dtype=np.float64).ravel()
+    if e.shape != y.shape or e.size < 16:
+        raise InvalidDataError(
+            f"energy ({e.shape}) and spectrum ({y.shape}) must be 1-D of one length (>= 16)")
+    if not np.all(np.isfinite(e)) or not np.all(np.diff(e) > 0):
+        raise CalibrationError("channel energies must be finite and increasing")
+    if not np.all(np.isfinite(y)) or y.min() < 0:
+        raise InvalidDataError("the sum spectrum must be finite and non-negative")
+    fwhm = _fwhm_function(float(resolution_keV), float(fano))
+    spectrum = _Spectrum(e, y, fwhm)
+    margin = float(fwhm(e[-1])) * 2 + SEARCH_KEV
+    candidates = _candidates(anode, kv, e[0] + margin, e[-1] - margin)
+
+    rejected: list[str] = []
+    fits: list[_Fit] = []
+    for label, element, family, group, members, named in candidates:
+        fit = spectrum.fit(label, element, family, group, members)
+        if fit is None or fit.significance < MIN_SIGNIFICANCE:
+            continue
+        fit.named = tuple(named)
+        fits.append(fit)
+
+    fits = [f for f in fits if _unambiguous(f, fits, anode, fwhm, rejected)]
+    fits = [f for f in fits if _companion_agrees(f, spectrum, fwhm, rejected)]
+    fits = _drop_outliers(fits, fwhm, rejected)
+
+    if not fits:
+        note = ("no clear, unambiguous peak of " + ", ".join(CALIBRATION_LINES)
+                + (f" or the {anode} tube line" if anode else "") + " was found")
+        if rejected:
+            note += f" ({'; '.join(rejected)})"
+        return CalibrationCheck(None, (), None, tuple(rejected), note)
+    if len(fits) == 2 and abs(fits[0].delta - fits[1].delta) > _pair_tolerance(
+            fwhm, np.median([f.expected for f in fits])):
+        weak, strong = sorted(fits, key=lambda f: f.significance)
+        if strong.significance < 3 * weak.significance:
+            first, second = fits
+            note = (f"the two lines found disagree ({first.label} {first.delta * 1000:+.0f} eV, "
+                    f"{second.label} {second.delta * 1000:+.0f} eV: a gain error or a misnamed "
+                    "peak)")
+            return CalibrationCheck(None, (), None, tuple(rejected), note)
+        # One clear line and a marginal one (likely another element's): trust the clear one.
+        rejected.append(f"{weak.label}: {weak.delta * 1000:+.0f} eV, unlike the much stronger "
+                        f"{strong.label}")
+        fits = [strong]
+    deltas = [f.delta for f in fits]
+    offset = float(np.median(deltas))
+    fits.sort(key=lambda f: f.expected)
+    matches = tuple(
+        LineMatch(f.label, round(f.expected, 4), round(f.expected + f.delta, 4),
+                  round(f.significance, 1))
+        for f in fits)
+    energy = float(np.median([f.expected for f in fits]))
+    return CalibrationCheck(offset, matches, CALIBRATION_TOLERANCE * float(fwhm(energy)),
+                            tuple(rejected))
+
+
+def _pair_tolerance(fwhm, energy) -> float:
+    """How far two lines' offsets may differ and still agree, keV."""
+    return max(0.025, 0.2 * float(fwhm(energy)))
+
+
+def _unambiguous(fit: _Fit, fits, anode, fwhm, rejected) -> bool:
+    """False when other lines may hold more than 10 % of the peak's counts."""
+    sigma = float(fwhm(fit.expected)) / 2.3548
+    position = fit.expected + fit.delta
+    if anode is not None and fit.element != anode:
+        # Scattered tube lines of any family (Ag La on Ar Ka, say) cannot be predicted from
+        # the fit of another family: a strong one near the peak makes it ambiguous.
+        from ..lines import element_lines
+
+        near = [ln for ln in element_lines(anode, min_rate=0.03)
+                if abs(ln.energy - fit.expected) < 1.5 * fwhm(fit.expected)]
+        if near:
+            rejected.append(f"{fit.label}: next to the tube's {anode} {near[0].name}")
+            return False
+    foreign = 0.0
+    for other in fits:
+        if other is fit:
+            continue
+        scale = other.area / other.group_rate
+        lines = [] if (other.element, other.family) == (fit.element, fit.family) else other.named
+        for ln in lines:
+            d = ln.energy + other.delta - position
+            if abs(d) < 3 * sigma:
+                foreign += scale * ln.rate * math.exp(-0.5 * (d / sigma) ** 2)
+        d = other.expected + other.delta - _SI_ESCAPE_KEV - position
+        if abs(d) < 3 * sigma:
+            foreign += _ESCAPE_FRACTION * other.area * math.exp(-0.5 * (d / sigma) ** 2)
+    if foreign > 0.1 * fit.area:
+        rejected.append(f"{fit.label}: overlapped by lines of other elements")
+        return False
+    return True
+
+
+def _companion_agrees(fit: _Fit, spectrum: _Spectrum, fwhm, rejected) -> bool:
+    """The element's other line is where this offset puts it, when it should be visible."""
+    other = _COMPANION.get(fit.group)
+    members = _group(fit.named, other) if other else []
+    if not members:
+        return True
+    rate = sum(r for _, r in members)
+    predicted = fit.area * rate / fit.group_rate
+    energy = sum(en * r for en, r in members) / rate
+    w = float(fwhm(energy))
+    b0, b1 = np.searchsorted(spectrum.e, [energy - w, energy + w])
+    if b1 >= spectrum.e.size or b0 == 0:
+        return True  # outside the spectrum: nothing to check
+    beneath = float(spectrum.background[b0:b1].sum())
+    if predicted / math.sqrt(beneath + predicted + 1.0) < MIN_SIGNIFICANCE:
+        return True  # too weak to be seen: no check
+    companion = spectrum.fit(f"{fit.element} {other}", fit.element, fit.family, other, members,
+                             shift=fit.delta, search=max(0.05, 0.5 * w), minus=fit)
+    tolerance = _pair_tolerance(fwhm, energy)
+    if companion is None or companion.area < 0.25 * predicted:
+        rejected.append(f"{fit.label}: no {fit.element} {other} peak beside it")
+        return False
+    if abs(companion.delta - fit.delta) > tolerance:
+        rejected.append(f"{fit.label}: {fit.element} {other} is {companion.delta * 1000:+.0f} eV "
+                        f"off, this line {fit.delta * 1000:+.0f} eV")
+        return False
+    return True
+
+
+def _drop_outliers(fits, fwhm, rejected):
+    """With three lines or more, drop those far from the median offset (misnamed peaks)."""
+    for _ in range(2):
+        if len(fits) < 3:
+            return fits
+        median = float(np.median([f.delta for f in fits]))
+        kept = [f for f in fits if abs(f.delta - median)
+                <= max(_pair_tolerance(fwhm, f.expected), 3 * f.delta_sigma)]
+        if len(kept) == len(fits) or len(kept) < 2:
+            return fits  # all agree, or no majority to trust more than the median of all
+        rejected += [f"{f.label}: {f.delta * 1000:+.0f} eV, unlike the other lines"
+                     for f in fits if f not in kept]
+        fits = kept
+    return fits

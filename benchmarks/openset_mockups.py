@@ -100,9 +100,9 @@ def open_set_scores(result, truth, library, spec, seen_range) -> dict:
             "absent-key": float(absent_key[foreign_strip].mean()),
             "foreign-called": float(calls[foreign_only].any(axis=1).mean()) if foreign_only.any() else None,
         }
-    from napari_xrf_pigments.evidence import ElementFit
+    from napari_xrf_pigments.evidence import CANDIDATE_ELEMENTS, line_groups
 
-    seen = set(ElementFit(np.linspace(lo, hi, 64)).elements)
+    seen = {el for el in CANDIDATE_ELEMENTS if line_groups(el, lo, hi)}
     has_foreign = np.array([bool((e - class_elements - {"Ca"}) & seen) for e in elements]) & foreign_strip
     u = result.unexplained.ravel() >= 0.5
     out["checked"]["unexplained-found"] = float(u[has_foreign].mean())

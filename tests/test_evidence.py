@@ -90,7 +90,7 @@ def test_empty_spectra_give_nan():
 def _significance(**z):
     elements = ("Ca", "Ti", "Cu", "As", "Pb", "Rh")
     row = np.array([[z.get(el, 0.0) for el in elements]], np.float32)
-    return Significance(row, row, elements)
+    return Significance(row, elements)
 
 
 SPEC = EvidenceSpec(

@@ -127,6 +127,10 @@ def test_user_pigments_extend_and_replace(tmp_path, lib):
     assert again.materials == ext.materials and again.mixtures == ext.mixtures
 
 
+DISTRACTOR = {"abbreviation": "TW", "name": "Titanium white", "formula": "Ti1O2",
+              "density": 4.23, "kind": "distractor", "split": "train", "evidence": ["Ti"]}
+
+
 @pytest.mark.parametrize(
     "entry, message",
     [
@@ -137,6 +141,17 @@ def test_user_pigments_extend_and_replace(tmp_path, lib):
         ({"abbreviation": "ZZ", "formula": "Zn1O1"}, "missing 'density'"),
         ({"abbreviation": "ZZ", "formula": "Zn1O1", "density": 5, "colour": "white"},
          "unknown keys"),
+        ({**DISTRACTOR, "split": "validation"}, "needs 'split'"),
+        ({k: v for k, v in DISTRACTOR.items() if k != "split"}, "needs 'split'"),
+        ({**DISTRACTOR, "class": "TW"}, "distractor is never a class"),
+        ({**DISTRACTOR, "class": None}, "distractor is never a class"),
+        ({"abbreviation": "ZZ", "formula": "Zn1O1", "density": 5, "split": "train"},
+         "'split' is only for distractors"),
+        ({**DISTRACTOR, "evidence": ["Ti", "Ba"]}, "evidence element 'Ba' is not in the formula"),
+        ({**DISTRACTOR, "evidence": ["Tx"]}, "evidence 'Tx' is not an element symbol"),
+        ({**DISTRACTOR, "evidence": "Ti"}, "evidence must be a list"),
+        ({**DISTRACTOR, "source": 3}, "source must be a string"),
+        ({**DISTRACTOR, "splits": "train"}, "unknown keys"),
     ],
 )
 def test_invalid_entries_name_the_entry(tmp_path, entry, message):
@@ -327,35 +342,6 @@ def test_distractor_mixtures_for_mockup_strips(lib):
     for mix in lib.mixtures:  # a mixture never mixes the two splits
         splits = {lib[a].split for a, _ in mix.pigments if lib[a].kind == "distractor"}
         assert len(splits) <= 1, mix.name
-
-
-DISTRACTOR = {"abbreviation": "TW", "name": "Titanium white", "formula": "Ti1O2",
-              "density": 4.23, "kind": "distractor", "split": "train", "evidence": ["Ti"]}
-
-
-@pytest.mark.parametrize(
-    "entry, message",
-    [
-        ({**DISTRACTOR, "split": "validation"}, "needs 'split'"),
-        ({k: v for k, v in DISTRACTOR.items() if k != "split"}, "needs 'split'"),
-        ({**DISTRACTOR, "class": "TW"}, "distractor is never a class"),
-        ({**DISTRACTOR, "class": None}, "distractor is never a class"),
-        ({"abbreviation": "ZZ", "formula": "Zn1O1", "density": 5, "split": "train"},
-         "'split' is only for distractors"),
-        ({**DISTRACTOR, "evidence": ["Ti", "Ba"]}, "evidence element 'Ba' is not in the formula"),
-        ({**DISTRACTOR, "evidence": ["Tx"]}, "evidence 'Tx' is not an element symbol"),
-        ({**DISTRACTOR, "evidence": "Ti"}, "evidence must be a list"),
-        ({**DISTRACTOR, "source": 3}, "source must be a string"),
-        ({**DISTRACTOR, "splits": "train"}, "unknown keys"),
-    ],
-)
-def test_invalid_evidence_and_distractor_entries_name_the_entry(tmp_path, entry, message):
-    path = _write(tmp_path, "bad.json", [
-        {"abbreviation": "OK", "formula": "Fe2O3", "density": 5.2}, entry])
-    with pytest.raises(PigmentLibraryError, match=message) as info:
-        load_pigment_library(extra=path)
-    text = str(info.value)
-    assert "bad.json" in text and "entry 1" in text and repr(entry["abbreviation"]) in text
 
 
 def test_evidence_may_sit_in_a_substitute(tmp_path):

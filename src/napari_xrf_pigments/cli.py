@@ -282,13 +282,13 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_predict(args) -> int:
     _quiet_tensorflow()
-    from .model.files import load_model
-    from .model.predict import predict_to_file
-    from .progress import run_with_tqdm
-
     from .io import open_cube
     from .io._atomic import check_output_path
+    from .io.maps import read_warnings
+    from .model.files import load_model
+    from .model.predict import predict_to_file
     from .model.preflight import preflight_warnings
+    from .progress import run_with_tqdm
 
     # Inputs are checked before TensorFlow loads (seconds), not after.
     check_output_path(args.out, force=args.force)
@@ -304,9 +304,7 @@ def _cmd_predict(args) -> int:
         ),
         desc="predict (rows)",
     )
-    from .io.maps import read_maps_attrs
-
-    for line in read_maps_attrs(path).get("warnings", [])[len(before):]:
+    for line in read_warnings(path)[len(before):]:
         print(f"warning: {line}", file=sys.stderr)
     print(f"pigment maps written to {path}")
     return 0

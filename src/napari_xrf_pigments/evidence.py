@@ -54,17 +54,9 @@ UNEXPLAINED_SIGMA = (4.0, 6.0)
 _SPLINE_SPACING_KEV = 1.5
 #: Main components of a block's fit residuals added to its basis.
 EMPIRICAL_COMPONENTS = 6
-#: A family this significant in a block's mean spectrum gets its line groups freed.
+#: A family this significant in a pixel (first pass) gets its line groups freed there.
 STRONG_SIGMA = 30.0
 _FANO = 0.114
-_MN_KA_KEV = 5.895
-
-
-def _fwhm(energy_keV, resolution_keV):
-    # PyMca's detector model: FWHM^2 = noise^2 + 3.85 eV * Fano * 2.3548^2 * E.
-    k = 0.00385 * _FANO * 2.3548**2
-    noise2 = max(resolution_keV**2 - k * _MN_KA_KEV, 1e-4)
-    return np.sqrt(noise2 + k * np.asarray(energy_keV, dtype=np.float64))
 
 
 def _group_name(line) -> str:
@@ -95,9 +87,7 @@ def line_groups(symbol: str, lo_keV: float, hi_keV: float) -> dict:
         ``L1``, ``L2``, ``L3a``, ``L3b`` or ``M``, with a ``+`` for each of the element's own
         absorption edges inside the range below the lines.
     """
-    from .lines import element_lines
-
-    from .lines import _elements
+    from .lines import _elements, element_lines
 
     binding = _elements().Element[symbol]["binding"]
     # The element's own absorption edges split a group: lines above an edge are absorbed by
@@ -130,15 +120,12 @@ class Significance:
     Attributes
     ----------
     z : ndarray of float32, shape (n, n_elements)
-        Largest group amplitude / standard error per element ("sigmas"); NaN for spectra
-        without counts.
-    net : ndarray of float32, shape (n, n_elements)
-        Net counts in the element's line groups (sum of group amplitudes).
+        Largest family amplitude / standard error per element ("sigmas"); NaN for spectra
+        without counts, -inf where no family of the element can be seen (tube scatter).
     elements : tuple of str
     """
 
     z: np.ndarray
-    net: np.ndarray
     elements: tuple
 
 
@@ -204,10 +191,9 @@ class ElementFit:
     def set_resolution(self, resolution_keV: float) -> None:
         """Redraw the line templates for a detector FWHM at Mn Ka (keV)."""
         from .physics.fast import _response_matrix
-        from .physics.instrument import Readout
+        from .physics.instrument import Readout, fwhm_at
 
-        k = 0.00385 * _FANO * 2.3548**2
-        noise = math.sqrt(max(resolution_keV**2 - k * _MN_KA_KEV, 1e-4))
+        noise = float(fwhm_at(0.0, resolution_keV, _FANO))
         step = float(self.grid[1] - self.grid[0])
         # PyMca's peak shape (hypermet tails, step and Si escape), as the simulator draws it.
         readout = Readout(zero_keV=float(self.grid[0]), gain_keV=step, n_channels=self.grid.size,
@@ -251,10 +237,9 @@ class ElementFit:
         x = np.asarray(counts, dtype=np.float64)
         n, n_el = x.shape[0], len(self.elements)
         z = np.full((n, n_el), np.nan, np.float32)
-        net = np.full((n, n_el), np.nan, np.float32)
         keep = np.flatnonzero(x.sum(axis=1) > 0)
         if keep.size == 0:
-            return Significance(z, net, self.elements)
+            return Significance(z, self.elements)
         xk = x[keep]
         mean = xk.mean(axis=0)
         # Weights from the block's mean spectrum (variance ~ counts): the estimator stays
@@ -287,7 +272,6 @@ class ElementFit:
         strong = z_first >= STRONG_SIGMA
         patterns, which = np.unique(strong, axis=0, return_inverse=True)
         family_z = np.empty((keep.size, n_f))
-        amplitude = np.empty((keep.size, n_f))
         for k, pattern in enumerate(patterns):
             rows = np.flatnonzero(which.ravel() == k)
             free = [j for j, (f, _) in enumerate(self._corrections) if pattern[f]]
@@ -298,17 +282,13 @@ class ElementFit:
             else:
                 b, sol, amp = basis, solver, first[rows]
             family_z[rows] = amp[:, :n_f] / np.sqrt(_variance(amp, b, sol[:n_f]))
-            amplitude[rows] = amp[:, :n_f]
         family_z[:, ~self._counted] = -np.inf
         element_z = np.full((keep.size, n_el), -np.inf)
-        element_net = np.zeros((keep.size, n_el))
         for j in range(n_f):
             i = self._owner[j]
             np.maximum(element_z[:, i], family_z[:, j], out=element_z[:, i])
-            element_net[:, i] += amplitude[:, j]
         z[keep] = element_z
-        net[keep] = element_net
-        return Significance(z, net, self.elements)
+        return Significance(z, self.elements)
 
 
 def _variance(amplitude, basis, solver_rows):
@@ -371,33 +351,22 @@ class EvidenceSpec:
     pigments : tuple of PigmentEvidence
         In the model's output order.
     explained : tuple of str
-        Elements explained at every pixel: air, the ground, the tube anode.
-    source : str
-        Where the evidence came from (``"model"`` metadata or the pigment ``"library"``).
+        Elements explained at every pixel: air and the ground (the tube anode is added per cube).
     missing : tuple of str
         Output columns with no evidence known (their probabilities are left unchecked).
     """
 
     pigments: tuple
     explained: tuple = AIR_ELEMENTS
-    source: str = "model"
     missing: tuple = field(default_factory=tuple)
 
     @classmethod
     def for_model(cls, model, library=None) -> EvidenceSpec:
-        """Evidence of a model's pigments: its metadata, else the pigment library.
+        """Evidence of a model's pigments, from the pigment library (default: the built-in).
 
-        A model's metadata may list ``evidence`` and ``elements`` per pigment; older models do
-        not, and their pigments are looked up in the library by abbreviation and name.
+        A model column is matched to the library class of the same abbreviation and name;
+        columns without one are ``missing``.
         """
-        meta_pigments = (getattr(model, "metadata", None) or {}).get("pigments", [])
-        if meta_pigments and all(isinstance(p, dict) and "evidence" in p for p in meta_pigments):
-            pigments = tuple(
-                PigmentEvidence(p["abbreviation"], tuple(p["evidence"]),
-                                tuple(p.get("elements", p["evidence"])))
-                for p in meta_pigments
-            )
-            return cls(pigments, cls._explained(library), "model")
         if library is None:
             from .pigments import load_pigment_library
 
@@ -405,28 +374,15 @@ class EvidenceSpec:
         out, missing = [], []
         for label in model.pigments:
             members = [m for m in library if m.label == label.abbreviation]
-            if label.abbreviation not in library or library[label.abbreviation].name != label.name:
+            if label.abbreviation not in library.classes or library[label.abbreviation].name != label.name:
                 missing.append(label.abbreviation)
                 out.append(PigmentEvidence(label.abbreviation))
                 continue
             elements = sorted({el for m in members for el in m.elements})
-            out.append(PigmentEvidence(label.abbreviation, tuple(library.evidence_of(label.abbreviation)),
+            out.append(PigmentEvidence(label.abbreviation, library.evidence_of(label.abbreviation),
                                        tuple(elements)))
-        return cls(tuple(out), cls._explained(library), "library", tuple(missing))
-
-    @staticmethod
-    def _explained(library) -> tuple:
-        if library is None:
-            from .pigments import load_pigment_library
-
-            library = load_pigment_library()
         ground = {el for m in library.of_kind("ground") for el in m.elements}
-        return tuple(sorted(set(AIR_ELEMENTS) | ground))
-
-    def to_metadata(self) -> list:
-        """Per-pigment entries for a model's metadata (``evidence``, ``elements``)."""
-        return [{"abbreviation": p.abbreviation, "evidence": list(p.evidence),
-                 "elements": list(p.elements)} for p in self.pigments]
+        return cls(tuple(out), tuple(sorted(set(AIR_ELEMENTS) | ground)), tuple(missing))
 
 
 def _ramp(z, lo, hi):
@@ -562,8 +518,8 @@ class EvidenceChecker:
         if len(self.spec.missing) == len(self.spec.pigments):
             self.available = False
             self.warnings.append(
-                "element evidence is unavailable: the model lists no evidence elements and its "
-                "pigments are not in the pigment library; the maps are the network's own")
+                "element evidence is unavailable: the model's pigments are not classes of the "
+                "pigment library; the maps are the network's own")
         elif self.spec.missing:
             self.warnings.append(
                 f"no element evidence is known for {', '.join(self.spec.missing)} (not in the "

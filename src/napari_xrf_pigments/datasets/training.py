@@ -91,6 +91,11 @@ class TrainingRecipe:
                 f"distractor_split must be 'train' or 'test', got {self.distractor_split!r}")
 
 
+#: Tube anodes of the instrument variants, as drawn (Rh twice as often), and their voltages.
+VARIANT_ANODE_DRAW = ("Rh", "Rh", "W", "Mo", "Ag", "Cu")
+VARIANT_KV = (30.0, 50.0)
+
+
 def instrument_variants(base, rng, n: int) -> list:
     """``n`` instruments: ``base`` first, then variants of tube, geometry, air and detector.
 
@@ -110,8 +115,8 @@ def instrument_variants(base, rng, n: int) -> list:
         if tube is not None:
             tube = dataclasses.replace(
                 tube,
-                anode=str(rng.choice(["Rh", "Rh", "W", "Mo", "Ag", "Cu"])),
-                voltage_kV=float(rng.uniform(30.0, 50.0)),
+                anode=str(rng.choice(VARIANT_ANODE_DRAW)),
+                voltage_kV=float(rng.uniform(*VARIANT_KV)),
                 window_thickness_um=float(rng.uniform(50.0, 300.0)),
             )
         detector = dataclasses.replace(
@@ -175,10 +180,7 @@ class _LayerSampler:
         foreign = [str(a) for a in rng.choice(self.distractors, size=d, replace=False)]
         fractions = np.maximum(rng.dirichlet(np.ones(k + d)), r.min_fraction)
         fractions = fractions / fractions.sum()
-        out: dict = {}
-        for cls, f in zip(chosen, fractions[:k]):
-            for abbr, part in self.pigments_of(cls).items():
-                out[abbr] = out.get(abbr, 0.0) + float(f) * part
+        out = self.class_mixture(chosen, fractions[:k])
         for abbr, f in zip(foreign, fractions[k:]):
             out[abbr] = out.get(abbr, 0.0) + float(f)
         return out
@@ -199,8 +201,12 @@ class _LayerSampler:
         chosen = rng.choice(self.classes, size=k, replace=False)
         fractions = rng.dirichlet(np.ones(k))
         fractions = np.maximum(fractions, r.min_fraction)
+        return self.class_mixture(chosen, fractions / fractions.sum())
+
+    def class_mixture(self, classes, fractions) -> dict:
+        """Abbreviation -> mass fraction of class pigments (substitutes drawn per class)."""
         out: dict = {}
-        for cls, f in zip(chosen, fractions / fractions.sum()):
+        for cls, f in zip(classes, fractions):
             for abbr, part in self.pigments_of(str(cls)).items():
                 out[abbr] = out.get(abbr, 0.0) + float(f) * part
         return out

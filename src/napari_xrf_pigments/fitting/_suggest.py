@@ -21,7 +21,6 @@ PAINTING_ELEMENTS = (
 # All elements: Na..U (lighter ones do not reach a detector through air).
 _Z_RANGE = (11, 92)
 _SI_ESCAPE_KEV = 1.740
-_MN_KA_KEV = 5.895
 _FANO = 0.114
 
 
@@ -69,10 +68,9 @@ class _Peak:
 
 
 def _fwhm(energy_keV, resolution_keV):
-    # PyMca's detector model: FWHM^2 = noise^2 + 3.85 eV * E * Fano * 2.3548^2.
-    k = 0.00385 * _FANO * 2.3548**2
-    noise2 = max(resolution_keV**2 - k * _MN_KA_KEV, 1e-4)
-    return np.sqrt(noise2 + k * np.asarray(energy_keV, dtype=np.float64))
+    from ..physics.instrument import fwhm_at
+
+    return fwhm_at(energy_keV, resolution_keV, _FANO)
 
 
 def _family_lines(symbol, family, lo, hi, excitation_keV, fwhm_at):

@@ -138,16 +138,13 @@ def _decode(value):
     return value
 
 
-def read_maps_attrs(path) -> dict:
-    """Root attributes of a maps file, JSON lists and dicts decoded (no map is read)."""
+def read_warnings(path) -> list[str]:
+    """The ``warnings`` root attribute of a maps file (empty if it has none; no map is read)."""
     import h5py
 
     with h5py.File(path, "r") as f:
-        root = {k: _decode(v) for k, v in f.attrs.items()}
-    for key in ("warnings",):
-        if isinstance(root.get(key), str) and root[key].startswith("["):
-            root[key] = json.loads(root[key])
-    return root
+        value = _decode(f.attrs.get("warnings", "[]"))
+    return json.loads(value) if value else []
 
 
 def read_maps(path, *, group: str = "maps") -> tuple[dict, dict]:

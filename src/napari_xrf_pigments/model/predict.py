@@ -322,11 +322,12 @@ class Predictor:
             rows_per_block = min(by_spectra, default_rows_per_block(cube.shape, cube.dtype))
         n_p = len(self.model.pigments)
         maps = {k: np.full((rows, cols, n_p), np.nan, np.float32) for k in self.outputs}
-        checker = None
+        checker = raw = None
         if evidence:
             from ..evidence import EvidenceChecker
 
             checker = EvidenceChecker(self.model, cube, (rows, cols))
+        if checker is not None and checker.available:
             raw = {k: np.full((rows, cols, n_p), np.nan, np.float32) for k in self.outputs}
         _ = self.function  # compile before the first block is read
 
@@ -367,7 +368,7 @@ class Predictor:
                 result = self.predict_counts(grid)
                 any_counts = any_counts or bool(np.isfinite(result["present"]).any())
                 n_rows = sl.stop - sl.start
-                if checker is not None:
+                if raw is not None:
                     for k, v in result.items():
                         raw[k][sl] = v.reshape(n_rows, cols, n_p)
                     result = checker.check(sl, grid, result)
@@ -388,15 +389,15 @@ class Predictor:
                 f"{what} holds no counts between {lo:.2f} and {hi:.2f} keV (the model's energy "
                 "range): the cube is empty there, or its calibration is wrong"
             )
-        if checker is None:
-            return PigmentPrediction(maps, self.model.pigments, self.model.name)
-        if not checker.available:
-            return PigmentPrediction(raw, self.model.pigments, self.model.name,
-                                     warnings=checker.warnings)
+        warnings = checker.warnings if checker is not None else []
+        if raw is None or not checker.available:
+            # Unchecked: the network's own maps (all of them, if the check failed half way).
+            return PigmentPrediction(maps if raw is None else raw, self.model.pigments,
+                                     self.model.name, warnings=warnings)
         return PigmentPrediction(
             maps, self.model.pigments, self.model.name, raw=raw,
             unexplained=checker.unexplained, unexplained_elements=checker.unexplained_elements(),
-            evidence="checked", warnings=checker.warnings,
+            evidence="checked", warnings=warnings,
         )
 
 

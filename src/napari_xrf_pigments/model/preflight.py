@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cube import check_counts, default_rows_per_block
+from ..datasets.training import VARIANT_ANODE_DRAW, VARIANT_KV
 from ..preprocess import channel_edges
 
 __all__ = [
@@ -76,8 +77,7 @@ TYPICAL_CURRENT_MA = 0.04
 OUTSIDE_FRACTION = 0.25
 #: Tube anodes and voltages drawn for the instrument variants of a training set
 #: (:func:`~napari_xrf_pigments.datasets.training.instrument_variants`), besides the base tube.
-VARIANT_ANODES = ("Rh", "W", "Mo", "Ag", "Cu")
-VARIANT_KV = (30.0, 50.0)
+VARIANT_ANODES = tuple(dict.fromkeys(VARIANT_ANODE_DRAW))
 #: How far (kV) a tube voltage may lie outside the trained range without a warning.
 KV_TOLERANCE = 5.0
 #: Detector FWHM at Mn Ka (keV) assumed when the cube's metadata does not give it.
@@ -95,7 +95,6 @@ MIN_SIGNIFICANCE = 10.0
 #: How far (keV) from its energy a line's peak is searched.
 SEARCH_KEV = 0.3
 
-_MN_KA_KEV = 5.895
 _SI_ESCAPE_KEV = 1.740
 # Si escape peaks hold up to ~2 % of their parent's counts (most at low energies).
 _ESCAPE_FRACTION = 0.02
@@ -745,7 +744,9 @@ def _cube_resolution(metadata) -> tuple[float, float]:
     if isinstance(readout, dict):
         noise, fano = _number(readout.get("noise_keV")), _number(readout.get("fano"))
         if noise is not None and fano is not None:
-            return float(np.sqrt(noise**2 + 0.00385 * _MN_KA_KEV * fano * 2.3548**2)), fano
+            from ..physics.instrument import MN_KA_KEV, Readout
+
+            return float(Readout(noise_keV=noise, fano=fano).fwhm_keV(MN_KA_KEV)), fano
     value = _number(_get(metadata, _RESOLUTION_KEYS))
     if value is None and (ev := _number(_get(metadata, _RESOLUTION_EV_KEYS))) is not None:
         value = ev / 1000.0
@@ -755,11 +756,10 @@ def _cube_resolution(metadata) -> tuple[float, float]:
 
 
 def _fwhm_function(resolution_keV: float, fano: float):
-    """FWHM (keV) at any energy: PyMca's ``noise^2 + 3.85 eV * E * Fano * 2.3548^2``, with the
-    noise set so that the FWHM at Mn Ka is ``resolution_keV``."""
-    k = 0.00385 * fano * 2.3548**2
-    noise2 = max(resolution_keV**2 - k * _MN_KA_KEV, 1e-4)
-    return lambda energy: np.sqrt(noise2 + k * np.asarray(energy, dtype=np.float64))
+    """FWHM (keV) at any energy, for a FWHM at Mn Ka of ``resolution_keV``."""
+    from ..physics.instrument import fwhm_at
+
+    return lambda energy: fwhm_at(energy, resolution_keV, fano)
 
 
 @dataclass

@@ -207,6 +207,19 @@ class Detector:
         return 0.5 * (1.0 - d / math.sqrt(d * d + self.area_mm2 / math.pi))
 
 
+#: Mn Ka (keV), where detector resolutions are quoted.
+MN_KA_KEV = 5.895
+
+
+def fwhm_at(energy_keV, resolution_keV: float, fano: float = 0.114):
+    """Peak FWHM (keV) at ``energy_keV`` of a detector whose FWHM at Mn Ka is
+    ``resolution_keV``: PyMca's ``FWHM^2 = noise^2 + 3.85 eV * Fano * 2.3548^2 * E`` with the
+    noise that gives it (``fwhm_at(0, ...)`` is that noise)."""
+    k = 0.00385 * fano * 2.3548**2
+    noise2 = max(resolution_keV**2 - k * MN_KA_KEV, 1e-4)
+    return np.sqrt(noise2 + k * np.asarray(energy_keV, dtype=np.float64))
+
+
 @dataclass(frozen=True)
 class Readout:
     """What turns photons into channels: calibration, resolution, peak shape, escape.

@@ -187,10 +187,6 @@ class PigmentLibrary:
                     raise PigmentLibraryError(
                         f"pigment {m.abbreviation!r}: substitute {abbr!r} is not in the library"
                     )
-        for m in self.materials:
-            problem = _evidence_problem(m, self._index)
-            if problem:
-                raise PigmentLibraryError(f"pigment {m.abbreviation!r}: {problem}")
         for mix in self.mixtures:
             for abbr, _ in mix.pigments:
                 if abbr not in self._index:

@@ -416,9 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instrument", default=None, help="instrument file (.json/.toml) or PyMca .cfg")
     p.add_argument("--live-time", type=float, default=None, help="dwell per pixel in s (default 10)")
     p.add_argument("--tops", default=None,
-                   help='top strips, comma-separated Table 2 names (default "Top 2,Top 1,Top 3,Top 4")')
+                   help="top strips, comma-separated mixture names of the library (Table 2) or "
+                        'material abbreviations such as TiA (default "Top 2,Top 1,Top 3,Top 4")')
     p.add_argument("--bottoms", default=None,
-                   help="bottom strips, comma-separated Table 2 names (default: the paper's Fig. 7)")
+                   help="bottom strips, comma-separated mixture names or material abbreviations "
+                        "(default: the paper's Fig. 7)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_mockup)

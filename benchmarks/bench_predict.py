@@ -53,7 +53,11 @@ def paper_model(seed=0):
                 [rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
                  rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2, v.shape)]
             )
-    pigments = [(f"P{i}", f"Pigment {i}") for i in range(11)]
+    from napari_xrf_pigments.pigments import load_pigment_library
+
+    # The paper's 11 classes, so that the element-evidence step runs as for the shipped model.
+    library = load_pigment_library()
+    pigments = [(c, library[c].name) for c in library.classes]
     return PigmentModel(net, pigments, Preprocessing.paper())
 
 

@@ -52,6 +52,8 @@ GATE_SIGMA = (1.5, 3.0)
 #: Unexplained score: 0 below ``UNEXPLAINED_SIGMA[0]``, 1 above ``UNEXPLAINED_SIGMA[1]``.
 UNEXPLAINED_SIGMA = (4.0, 6.0)
 _SPLINE_SPACING_KEV = 1.5
+#: Channel width (keV) the evidence fit works on (finer model grids are summed to it).
+FIT_STEP_KEV = 0.04
 #: Main components of a block's fit residuals added to its basis.
 EMPIRICAL_COMPONENTS = 6
 #: A family this significant in a pixel (first pass) gets its line groups freed there.
@@ -372,14 +374,13 @@ class EvidenceSpec:
 
             library = load_pigment_library()
         out, missing = [], []
-        for label in model.pigments:
-            members = [m for m in library if m.label == label.abbreviation]
-            if label.abbreviation not in library.classes or library[label.abbreviation].name != label.name:
-                missing.append(label.abbreviation)
-                out.append(PigmentEvidence(label.abbreviation))
+        for abbreviation, name in model.pigments:  # PigmentLabel or plain pairs
+            if abbreviation not in library.classes or library[abbreviation].name != name:
+                missing.append(abbreviation)
+                out.append(PigmentEvidence(abbreviation))
                 continue
-            elements = sorted({el for m in members for el in m.elements})
-            out.append(PigmentEvidence(label.abbreviation, library.evidence_of(label.abbreviation),
+            elements = sorted({el for m in library if m.label == abbreviation for el in m.elements})
+            out.append(PigmentEvidence(abbreviation, library.evidence_of(abbreviation),
                                        tuple(elements)))
         ground = {el for m in library.of_kind("ground") for el in m.elements}
         return cls(tuple(out), tuple(sorted(set(AIR_ELEMENTS) | ground)), tuple(missing))
@@ -508,7 +509,12 @@ class EvidenceChecker:
     """
 
     def __init__(self, model, cube, shape, *, library=None):
-        self.grid = model.preprocessing.grid
+        grid = model.preprocessing.grid
+        # Fine model grids are summed to about FIT_STEP_KEV per channel: peaks stay 3-5
+        # channels wide, and the fit's cost (channels squared) stays small.
+        self._factor = max(1, int(round(FIT_STEP_KEV / float(grid[1] - grid[0]))))
+        self._n = grid.size // self._factor * self._factor
+        self.grid = grid[: self._n].reshape(-1, self._factor).mean(axis=1)
         self.spec = EvidenceSpec.for_model(model, library)
         from .model.preflight import cube_tube
 
@@ -527,6 +533,13 @@ class EvidenceChecker:
         self.unexplained = np.full(shape, np.nan, np.float32)
         self._fit: ElementFit | None = None
         self._per_element: np.ndarray | None = None
+
+    def _coarse(self, counts):
+        """Counts on the fit grid: adjacent model channels summed."""
+        counts = np.asarray(counts)
+        if self._factor == 1:
+            return counts
+        return counts[:, : self._n].reshape(counts.shape[0], -1, self._factor).sum(axis=2)
 
     def _start(self, counts):
         fit = ElementFit(self.grid, tube=self.tube)
@@ -561,6 +574,7 @@ class EvidenceChecker:
         if not self.available:
             return raw
         try:
+            counts = self._coarse(counts)
             if self._fit is None:
                 self._start(counts)
             block = apply_evidence(raw, self._fit.fit(counts), self.spec, tube=self.tube)

@@ -261,7 +261,8 @@ def _open_portable(spec):
 
 
 def predict_job(cube_spec, model_path=None, *, device: str | None = None):
-    """Child job: load the model and predict the cube, as ``xrf-pigments predict`` does.
+    """Child job: load the model and predict the cube, as ``xrf-pigments predict`` does
+    (warnings found before prediction first in ``PigmentPrediction.warnings``).
 
     ``device="CPU"`` keeps the network on the CPU when a GPU is present.
 
@@ -273,16 +274,21 @@ def predict_job(cube_spec, model_path=None, *, device: str | None = None):
     from ..model.predict import DEFAULT_BATCH_CPU, predict_cube
     from ..progress import Progress
 
+    from ..model.preflight import preflight_warnings
+
     cube = _open_portable(cube_spec)
     yield Progress(0, cube.shape[0], "loading the model")
     model = load_model(model_path)
+    before = [str(w) for w in preflight_warnings(cube, model)]
     if device != "CPU":
         prediction = yield from predict_cube(cube, model)
-        return prediction, model.name
-    import tensorflow as tf
+    else:
+        import tensorflow as tf
 
-    with tf.device("/CPU:0"):
-        prediction = yield from predict_cube(cube, model, batch_size=DEFAULT_BATCH_CPU, engine="fast")
+        with tf.device("/CPU:0"):
+            prediction = yield from predict_cube(cube, model, batch_size=DEFAULT_BATCH_CPU,
+                                                 engine="fast")
+    prediction.warnings[:0] = before
     return prediction, model.name
 
 

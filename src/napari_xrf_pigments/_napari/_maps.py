@@ -17,6 +17,7 @@ from ._layers import ROLE_KEY
 MAP_KEY = "xrf_map"
 ELEMENT_ROLE = "element_map"
 PIGMENT_ROLE = "pigment_map"
+UNEXPLAINED_ROLE = "unexplained_map"
 #: ``metadata["xrf_layer"]`` of the two sets of pigment maps: pigment in any layer / in the top.
 ANY_LAYER, TOP_LAYER = "any", "top"
 #: Element maps are shown clipped at this percentile (bright pigments do not hide the rest).
@@ -223,6 +224,26 @@ def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int
         },
         contrast_limits=[0.0, 1.0],
         colormap=pigment_colormap(pigment.abbreviation, index),
+        visible=visible,
+        scale=scale,
+        translate=translate,
+    )
+
+
+def put_unexplained_map(viewer, data, *, element: str | None = None, model_name: str = "",
+                        source: str = "", visible: bool = False, scale=(1.0, 1.0),
+                        translate=(0.0, 0.0)):
+    """Add or update an unexplained-signal layer (score 0-1): ``"Unexplained signal"``, or
+    ``"Unexplained Ti"`` for one element."""
+    return put_image(
+        viewer,
+        f"Unexplained {element}" if element else "Unexplained signal",
+        np.ascontiguousarray(data, dtype=np.float32),
+        role=UNEXPLAINED_ROLE,
+        metadata={"xrf_element": element, "xrf_model": model_name, "xrf_source": source,
+                  "unit": "score"},
+        contrast_limits=[0.0, 1.0],
+        colormap="magma",
         visible=visible,
         scale=scale,
         translate=translate,

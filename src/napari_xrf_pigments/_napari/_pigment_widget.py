@@ -12,7 +12,16 @@ from napari.utils.notifications import show_error, show_info
 from ._isolated import gpu_device_present, isolated, portable_cube
 from ._jobs import JobRunner, error_message
 from ._layers import cube_layers, cube_of
-from ._maps import ANY_LAYER, PIGMENT_ROLE, TOP_LAYER, geometry, map_layers, put_pigment_map
+from ._maps import (
+    ANY_LAYER,
+    PIGMENT_ROLE,
+    TOP_LAYER,
+    UNEXPLAINED_ROLE,
+    geometry,
+    map_layers,
+    put_pigment_map,
+    put_unexplained_map,
+)
 
 DEFAULT_MODEL, MODEL_FOLDER = "shipped default", "model folder"
 ALL = "(all pigments)"
@@ -56,7 +65,11 @@ class PigmentMapsWidget(Container):
     (probability in any paint layer, contrast 0-1, additive blending in the pigment's colour),
     plus ``"P(vermilion, top)"`` (in the top layer) for two-headed models. The "show" controls
     switch each set, or all but one pigment, on and off at once. Running again updates the
-    layers; the maps equal those of ``xrf-pigments predict`` on the same cube and model.
+    layers; the maps equal those of ``xrf-pigments predict`` on the same cube and model: the
+    network's probabilities checked against element evidence, with an "Unexplained signal"
+    layer (and one per unexplained element) and the warnings found before prediction. Under
+    the cursor, the canvas shows the pigments called at that pixel and the elements left
+    unexplained.
 
     Parameters
     ----------
@@ -83,10 +96,12 @@ class PigmentMapsWidget(Container):
         self.show_any = CheckBox(text="show maps of pigments in any layer", value=True)
         self.show_top = CheckBox(text="show top-layer maps", value=False)
         self.solo = ComboBox(label="show", choices=self._pigment_names, tooltip="One pigment, or all")
+        self.show_unexplained = CheckBox(text="show unexplained signal", value=False)
+        self.readout = CheckBox(text="pigments under the cursor", value=True)
         self.extend([
             self.cube_combo, self.model_source, self.model_dir, self.model_info, self.device,
             self.run_button, self.cancel_button, self.status, self.show_any, self.show_top,
-            self.solo,
+            self.solo, self.show_unexplained, self.readout,
         ])
         for label in (self.model_info, self.status):
             label.native.setWordWrap(True)
@@ -100,8 +115,10 @@ class PigmentMapsWidget(Container):
         self.model_dir.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        for control in (self.show_any, self.show_top, self.solo):
+        for control in (self.show_any, self.show_top, self.solo, self.show_unexplained):
             control.changed.connect(self.apply_visibility)
+        self.viewer.mouse_move_callbacks.append(self._on_mouse_move)
+        self._readout_layer = None
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.reordered, events.renamed):
             event.connect(self.reset_choices)
@@ -224,13 +241,28 @@ class PigmentMapsWidget(Container):
                 added.append(layer.name)
                 self._set_status(f"{source['cube']}: adding pigment maps ({len(added)})…")
                 yield  # the GUI breathes between layers
+        self._readout_layer = added[0] if added else None
+        unexplained = ""
+        if prediction.unexplained is not None:
+            maps = {None: prediction.unexplained, **prediction.unexplained_elements}
+            for element, data in maps.items():
+                layer = put_unexplained_map(
+                    self.viewer, data, element=element, model_name=model_name,
+                    source=source["cube"], **source["geometry"])
+                added.append(layer.name)
+                yield
+            share = float(np.nanmean(prediction.unexplained >= 0.5))
+            elements = ", ".join(prediction.unexplained_elements) or "none"
+            unexplained = f" Unexplained signal on {share:.0%} of the pixels (elements: {elements})."
         self.reset_choices()
         self.apply_visibility()
         seconds = time.perf_counter() - source["started"]
         message = (
             f"{source['cube']}: {len(prediction.pigments)} pigments from {model_name} in "
-            f"{seconds:.1f} s ({len(added)} layers)."
+            f"{seconds:.1f} s ({len(added)} layers).{unexplained}"
         )
+        if prediction.warnings:
+            message += " Warnings: " + " ".join(f"({i + 1}) {w}" for i, w in enumerate(prediction.warnings))
         self._set_status(message)
         show_info(message)
 
@@ -245,6 +277,27 @@ class PigmentMapsWidget(Container):
             if solo not in (None, ALL) and meta.get("xrf_pigment_name") != solo:
                 wanted = False
             layer.visible = bool(wanted)
+        for layer in map_layers(self.viewer, UNEXPLAINED_ROLE):
+            # The overall score follows its checkbox; per-element maps are switched by hand.
+            if layer.metadata.get("xrf_element") is None:
+                layer.visible = bool(self.show_unexplained.value)
+
+    def _on_mouse_move(self, viewer, event):
+        """Show the pigments called under the cursor, and what is left unexplained there."""
+        prediction = self.last_prediction
+        overlay = viewer.text_overlay
+        if not self.readout.value or prediction is None or self._readout_layer not in viewer.layers:
+            if overlay.text.startswith("Pigments:"):
+                overlay.visible = False
+            return
+        layer = viewer.layers[self._readout_layer]
+        row, column = (int(np.floor(v + 0.5)) for v in layer.world_to_data(viewer.cursor.position)[-2:])
+        rows, columns = prediction.maps["present"].shape[:2]
+        if not (0 <= row < rows and 0 <= column < columns):
+            overlay.visible = False
+            return
+        overlay.text = f"Pigments: {prediction.describe_pixel(row, column)}"
+        overlay.visible = True
 
     # ------------------------------------------------------------------ state
 

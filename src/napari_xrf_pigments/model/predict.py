@@ -96,6 +96,23 @@ class PigmentPrediction:
                     values, {"kind": "unexplained", "unit": "score", "element": element})
         return out
 
+    def describe_pixel(self, row: int, column: int, *, threshold: float = 0.5) -> str:
+        """One line for a pixel: the pigments called there and the elements left unexplained.
+
+        E.g. ``"Vermilion 0.98, Lead white 0.83 | unexplained: Ti 1.00"``.
+        """
+        present = self.maps["present"][row, column]
+        if not np.isfinite(present).any():
+            return "no counts in the model's energy range"
+        called = sorted(((float(p), label.name) for p, label in zip(present, self.pigments)
+                         if p >= threshold), reverse=True)
+        text = ", ".join(f"{name} {p:.2f}" for p, name in called) or "no pigment called"
+        left = sorted(((float(m[row, column]), el) for el, m in self.unexplained_elements.items()
+                       if m[row, column] >= 0.5), reverse=True)
+        if left:
+            text += " | unexplained: " + ", ".join(f"{el} {s:.2f}" for s, el in left)
+        return text
+
     def raw_maps(self) -> dict:
         """The network's own probabilities, in :meth:`to_maps` form (empty without evidence)."""
         return _pigment_maps(self.raw, self.pigments, "raw") if self.raw else {}

@@ -47,6 +47,10 @@ AIR_ELEMENTS = ("Ar",)
 DEFAULT_RESOLUTION_KEV = 0.15
 #: Relative systematic error of a fitted peak shape, added to the Poisson variance.
 SYSTEMATIC_FRACTION = 0.1
+#: Calibration shift (keV) and relative peak-width error a template may have; their leak
+#: into other families' amplitudes counts as uncertainty.
+SHIFT_ERROR_KEV = 0.010
+WIDTH_ERROR = 0.05
 #: Evidence gate: 0 below ``GATE_SIGMA[0]``, 1 above ``GATE_SIGMA[1]``.
 GATE_SIGMA = (1.5, 3.0)
 #: Unexplained score: 0 below ``UNEXPLAINED_SIGMA[0]``, 1 above ``UNEXPLAINED_SIGMA[1]``.
@@ -201,15 +205,34 @@ class ElementFit:
         readout = Readout(zero_keV=float(self.grid[0]), gain_keV=step, n_channels=self.grid.size,
                           noise_keV=noise, fano=_FANO)
 
-        def template(lines):
+        def template(lines, shift=0.0, ro=readout):
             energies, rates = zip(*lines)
-            column = np.asarray(rates) @ _response_matrix(energies, readout, "Si1")
+            column = np.asarray(rates) @ _response_matrix(np.add(energies, shift), ro, "Si1")
             return column / max(column.sum(), 1e-30)
 
         self.resolution_keV = float(resolution_keV)
         self._family_columns = np.array([template(f[2]) for f in self._families]).T
         self._correction_columns = np.array([template(g) for _, g in self._corrections]).T.reshape(
             self.grid.size, len(self._corrections))
+        self._template = template
+        self._readout = readout
+        self._derivatives = None
+
+    def _misfit_shapes(self):
+        """How each family's template changes with a calibration shift and a width error:
+        (channels, families) per ``SHIFT_ERROR_KEV`` and per ``WIDTH_ERROR`` (relative)."""
+        if self._derivatives is None:
+            import dataclasses
+
+            h, e = SHIFT_ERROR_KEV, WIDTH_ERROR
+            ro = self._readout
+            wide = dataclasses.replace(ro, noise_keV=ro.noise_keV * (1 + e), fano=ro.fano * (1 + e) ** 2)
+            narrow = dataclasses.replace(ro, noise_keV=ro.noise_keV * (1 - e), fano=ro.fano * (1 - e) ** 2)
+            shift = [(self._template(f[2], h) - self._template(f[2], -h)) / 2 for f in self._families]
+            width = [(self._template(f[2], ro=wide) - self._template(f[2], ro=narrow)) / 2
+                     for f in self._families]
+            self._derivatives = np.hstack([np.array(shift).T, np.array(width).T])
+        return self._derivatives
 
     def estimate_resolution(self, counts, candidates_keV=(0.12, 0.13, 0.14, 0.15, 0.16, 0.18, 0.20)) -> float:
         """Set and return the FWHM at Mn Ka (keV) that best fits the summed spectra."""
@@ -283,7 +306,16 @@ class ElementFit:
                 amp = xk[rows] @ sol.T
             else:
                 b, sol, amp = basis, solver, first[rows]
-            family_z[rows] = amp[:, :n_f] / np.sqrt(_variance(amp, b, sol[:n_f]))
+            variance = _variance(amp, b, sol[:n_f])
+            # A strong neighbour's small shift or width error leaks into a family through the
+            # estimator; that leak is systematic (correlated over channels), so it is added as
+            # such: for every other family, its amplitude times the leak of its misfit shapes.
+            leak = sol[:n_f] @ self._misfit_shapes()  # (families, 2 x families)
+            leak = leak.reshape(n_f, 2, n_f)
+            own = np.arange(n_f)
+            leak[own, :, own] = 0.0  # an element's own misfit is not a false sign of it
+            variance = variance + (amp[:, :n_f] ** 2) @ (leak**2).sum(axis=1).T
+            family_z[rows] = amp[:, :n_f] / np.sqrt(variance)
         family_z[:, ~self._counted] = -np.inf
         element_z = np.full((keep.size, n_el), -np.inf)
         for j in range(n_f):

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from napari_xrf_pigments.cli import main
-from napari_xrf_pigments.datasets.mockup import crossed_strips, read_truth, simulate_mockup
+from napari_xrf_pigments.datasets.mockup import (
+    crossed_strips,
+    read_truth,
+    simulate_mockup,
+    write_truth,
+)
 from napari_xrf_pigments.datasets.training import TrainingRecipe, generate_training_set
 from napari_xrf_pigments.io import open_cube
 from napari_xrf_pigments.progress import run
@@ -246,3 +251,44 @@ def test_cli_simulate_with_distractors(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["simulate", "--out", str(tmp_path / "t.h5"), "--distractors", bad])
         assert "--distractors" in capsys.readouterr().err
+
+
+def test_detectable_labels_follow_the_physics():
+    """Chrome oxide green under 150 um of vermilion sends no Cr K to the detector; exposed,
+    or under a thin lead-free layer, it does."""
+    from napari_xrf_pigments.datasets.detectable import detectable_labels, without_class
+    from napari_xrf_pigments.physics import FastSimulator, Instrument
+    from napari_xrf_pigments.pigments import Layer, Stratigraphy, ground_layer, load_pigment_library
+
+    library = load_pigment_library()
+    simulator = FastSimulator(Instrument(), library.without_distractors())
+    green = Layer({"CrG": 1.0}, 60.0, binder="alkyd", binder_fraction=0.25)
+    strata = [
+        Stratigraphy((green, ground_layer(150.0))),
+        Stratigraphy((Layer({"VM": 1.0}, 150.0), green, ground_layer(150.0))),
+        Stratigraphy((Layer({"ZW": 1.0}, 10.0), green, ground_layer(150.0))),
+    ]
+    classes = library.classes
+    present = np.array([s.labels(library, classes)[0] for s in strata])
+    detectable = detectable_labels(strata, present, classes, simulator, library, live_time_s=1.0)
+    crg, vm = classes.index("CrG"), classes.index("VM")
+    assert present[:, crg].all()
+    assert detectable[:, crg].tolist() == [True, False, True]
+    assert detectable[1, vm] and not (detectable & ~present).any()
+    # The counterfactual keeps the layer's mass: chrome oxide green becomes alkyd.
+    swapped = without_class(strata[0], "CrG", library)
+    assert dict(swapped.layers[0].pigments) == {"alkyd": 1.0}
+    assert swapped.layers[0].thickness_um == 60.0
+
+
+def test_mockup_truth_has_detectable_labels(tmp_path):
+    layout = crossed_strips(("Top 4",), ("Bottom 3A",), strip_px=3, gap_px=2, margin_px=2)
+    _, truth = run(simulate_mockup(layout, seed=1, live_time_s=1.0))
+    crg_present, crg_seen = truth["present"]["CrG"], truth["detectable"]["CrG"]
+    under_vermilion = (layout.top_index == 0) & (layout.bottom_index == 0)
+    exposed = (layout.top_index < 0) & (layout.bottom_index == 0)
+    assert crg_present[under_vermilion].all() and not crg_seen[under_vermilion].any()
+    assert crg_seen[exposed].all()
+    path = write_truth(tmp_path / "truth.h5", truth)
+    back = read_truth(path)
+    np.testing.assert_array_equal(back["detectable"]["CrG"], crg_seen)

@@ -115,10 +115,10 @@ def test_a_call_without_its_key_elements_is_withdrawn():
     assert block.unexplained[0] == 0.0
 
 
-def test_gate_ramps_between_1_5_and_3_sigma():
+def test_gate_ramps_between_1_and_2_5_sigma():
     raw = {"present": np.array([[0.8, 0.0, 0.0]])}
     checked = [apply_evidence(raw, _significance(Cu=20, As=z), SPEC).maps["present"][0, 0]
-               for z in (1.0, 2.25, 3.5)]
+               for z in (0.9, 1.75, 3.5)]
     assert checked == pytest.approx([0.0, 0.4, 0.8])
 
 

@@ -68,7 +68,7 @@ def test_files_open_and_agree(first_run):
     cube = open_cube(cube_path)
     assert cube.shape == (39, 57, 4096) and cube.calibrated
     truth = read_truth(truth_path)
-    assert set(truth) == {"present", "top", "distractor"} and truth["distractor"] == {}
+    assert set(truth) == {"present", "top", "detectable", "distractor"} and truth["distractor"] == {}
     assert truth["present"]["VM"].shape == cube.shape[:2]
     for abbr, present in truth["present"].items():
         assert not (truth["top"][abbr] & ~present).any(), abbr  # top-layer pigments are present

@@ -11,9 +11,11 @@ elements each named pigment needs (emerald green: Cu *and* As), and scores what 
    freed so that their ratios can follow excitation and absorption. Significance is
    amplitude / standard error, with Poisson variance of the fit plus a 10 % systematic share
    (peak shapes are never exact, so a strong peak's misfit must not read as a trace element
-   beside it). An element's significance is the largest of its families'.
+   beside it) plus what a 10 eV shift or 5 % width error of every other family would leak
+   into it through the estimator (As Ka sits on Pb La). An element's significance is the
+   largest of its families'.
 2. **Evidence rule** (:func:`apply_evidence`). A pigment's probability is multiplied by a gate
-   that is 0 while the weakest of its evidence elements is below 1.5 sigma and 1 from 3 sigma
+   that is 0 while the weakest of its evidence elements is below 1 sigma and 1 from 2.5 sigma
    up (linear between). Pigments that declare no evidence elements (an organic lake on a
    substrate without lines) are multiplied by ``1 - unexplained`` instead: they are not called
    where the spectrum holds signal that nothing called explains.
@@ -52,7 +54,7 @@ SYSTEMATIC_FRACTION = 0.1
 SHIFT_ERROR_KEV = 0.010
 WIDTH_ERROR = 0.05
 #: Evidence gate: 0 below ``GATE_SIGMA[0]``, 1 above ``GATE_SIGMA[1]``.
-GATE_SIGMA = (1.5, 3.0)
+GATE_SIGMA = (1.0, 2.5)
 #: Unexplained score: 0 below ``UNEXPLAINED_SIGMA[0]``, 1 above ``UNEXPLAINED_SIGMA[1]``.
 UNEXPLAINED_SIGMA = (4.0, 6.0)
 _SPLINE_SPACING_KEV = 1.5

@@ -14,6 +14,8 @@ import numpy as np
 
 from ..progress import Progress
 
+#: Truth groups that files may lack (written before they existed, or empty).
+OPTIONAL_TRUTH = ("detectable", "distractor")
 # The arrangement of the paper's Fig. 7 mock-up.
 FIG7_TOPS = ("Top 2", "Top 1", "Top 3", "Top 4")
 FIG7_BOTTOMS = ("Bottom 2A", "Bottom 2B", "Bottom 2C", "Bottom 1A", "Bottom 1C", "Bottom 1B")
@@ -172,6 +174,8 @@ def simulate_mockup(
         Poisson counts (rows, columns, channels) as uint32 in memory.
     truth : dict
         ``present`` and ``top``: dict of class abbreviation -> bool (rows, columns);
+        ``detectable``: the same, where the class's own lines reach the detector above noise
+        (:mod:`.detectable`; a subset of ``present``);
         ``distractor``: dict of distractor abbreviation -> bool (rows, columns), the
         distractor in any layer, for each distractor the strips use (empty if none);
         ``top_index``/``bottom_index`` strip maps; ``attrs``: what was simulated.
@@ -179,6 +183,7 @@ def simulate_mockup(
     from ..cube import XRFCube
     from ..physics import FastSimulator, Instrument
     from ..pigments import Layer, Stratigraphy, ground_layer, load_pigment_library
+    from .detectable import detectable_labels
 
     layout = crossed_strips() if layout is None else layout
     instrument = Instrument() if instrument is None else instrument
@@ -231,10 +236,16 @@ def simulate_mockup(
     simulator = FastSimulator(instrument, library.without_distractors(keep=distractors))
     # Integer counts, as detectors write them.
     counts = np.empty((rows, cols, instrument.readout.n_channels), dtype=np.uint32)
+    expected = np.empty(counts.shape, dtype=np.float32)
     for r in range(rows):
-        expected = simulator.simulate(strata[r * cols : (r + 1) * cols], live_time_s=live_time_s)
-        counts[r] = rng.poisson(np.clip(expected, 0.0, None))
+        expected[r] = simulator.simulate(strata[r * cols : (r + 1) * cols], live_time_s=live_time_s)
+        counts[r] = rng.poisson(np.clip(expected[r], 0.0, None))
         yield Progress(r + 1, rows, "simulating spectra")
+    yield Progress(rows, rows, "which pigments reach the detector")
+    detectable = detectable_labels(
+        strata, present.reshape(len(classes), -1).T, classes, simulator, library,
+        live_time_s=live_time_s, expected=expected.reshape(rows * cols, -1),
+    ).T.reshape(present.shape)
 
     attrs = {
         "tops": list(layout.tops),
@@ -259,6 +270,7 @@ def simulate_mockup(
     truth = {
         "present": dict(zip(classes, present)),
         "top": dict(zip(classes, top)),
+        "detectable": dict(zip(classes, detectable)),
         "distractor": foreign,
         "top_index": layout.top_index,
         "bottom_index": layout.bottom_index,
@@ -271,8 +283,8 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
     """Write mock-up ground truth (HDF5), atomically.
 
     Layout: ``/present/<ABBR>`` and ``/top/<ABBR>`` boolean (rows, columns) maps (pigment in
-    any layer / in the top layer), ``/distractor/<ABBR>`` (only if the mock-up holds
-    distractors: distractor in any layer), ``/strips/top_index`` and ``/strips/bottom_index``
+    any layer / in the top layer), ``/detectable/<ABBR>`` (its lines reach the detector),
+    ``/distractor/<ABBR>`` (only if the mock-up holds distractors: distractor in any layer), ``/strips/top_index`` and ``/strips/bottom_index``
     (int16, -1 = no strip), root attribute ``mockup`` (JSON: recipes, thicknesses, seed,
     instrument) and ``pigments`` (JSON list of {abbreviation, name} of the classes).
     """
@@ -286,14 +298,11 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
     library = load_pigment_library() if library is None else library
     with atomic_output(path, force=force) as tmp:
         with h5py.File(tmp, "w") as h5:
-            for group in ("present", "top"):
+            for group in ("present", "top", *OPTIONAL_TRUTH):
+                if group in OPTIONAL_TRUTH and not truth.get(group):
+                    continue
                 g = h5.create_group(group)
                 for abbr, mask in truth[group].items():
-                    g.create_dataset(abbr, data=np.asarray(mask, dtype=bool))
-                    g[abbr].attrs["pigment"] = library[abbr].name
-            if truth.get("distractor"):
-                g = h5.create_group("distractor")
-                for abbr, mask in truth["distractor"].items():
                     g.create_dataset(abbr, data=np.asarray(mask, dtype=bool))
                     if abbr in library:
                         g[abbr].attrs["pigment"] = library[abbr].name
@@ -314,7 +323,7 @@ def read_truth(path) -> dict:
     -------
     dict
         ``present``/``top``: dict of abbreviation -> bool (rows, columns) array;
-        ``distractor``: the same for distractors, empty for files without them.
+        ``detectable`` and ``distractor``: the same, empty for files without them.
     """
     import h5py
 
@@ -329,10 +338,9 @@ def read_truth(path) -> dict:
                 for group in ("present", "top")
                 if group in h5
             }
-            group = h5.get("distractor")  # optional: older files and mock-ups without any
-            truth["distractor"] = (
-                {} if group is None else {k: group[k][()].astype(bool) for k in group}
-            )
+            for name in OPTIONAL_TRUTH:  # older files and mock-ups without distractors
+                group = h5.get(name)
+                truth[name] = {} if group is None else {k: group[k][()].astype(bool) for k in group}
             return truth
     except OSError as exc:
         raise UnreadableFileError(path, f"not a readable HDF5 file ({exc})") from None

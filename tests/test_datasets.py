@@ -101,6 +101,9 @@ def test_cli_mockup_and_simulate_write_readable_files(tmp_path, capsys):
     ts = read_training_set(train_path)
     assert len(ts) == 64 and ts.provenance["seed"] == 2
     assert [p.abbreviation for p in ts.pigments] == ["CrG", "CrY", "CB", "EG", "IO", "LW", "PB", "RL", "CM", "VM", "ZW"]
+    # Detectable labels travel with the file: present ones whose own lines reach the detector.
+    assert ts.detectable is not None and not (ts.detectable & ~ts.present).any()
+    assert 0 < ts.detectable.sum() < ts.present.sum()
 
 
 # -- out-of-library distractors in mock-ups and training sets ---------------------------------

@@ -113,6 +113,18 @@ def test_metrics_json_and_table():
     assert len({len(line) for line in lines[1:5]}) == 1  # aligned columns
 
 
+def test_metrics_with_detectable_labels():
+    """A pigment present but unseen (third spectrum, AA) is a miss for "present" only."""
+    truth = np.array([[1, 0], [0, 1], [1, 1]], bool)
+    seen = np.array([[1, 0], [0, 1], [0, 1]], bool)
+    score = np.array([[0.9, 0.1], [0.2, 0.8], [0.1, 0.9]])
+    res = evaluate_predictions(PIGMENTS[:2], truth, score, detectable=seen)
+    assert res["present"]["AA"]["f1"] == pytest.approx(2 / 3)
+    assert res["detectable"]["AA"]["f1"] == 1.0 and res["summary"]["detectable_f1_min"] == 1.0
+    table = format_table(res)
+    assert "Detectable" in table.splitlines()[0] and "detectable F1 min 1.000" in table
+
+
 def test_evaluate_scores_held_out_data(tmp_path):
     result, model_dir = tiny_trained()
     path = write_set(tmp_path / "test.h5", n=200, seed=11)

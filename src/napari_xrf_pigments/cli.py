@@ -86,6 +86,7 @@ def _cmd_simulate(args) -> int:
         data.pigments,
         data.provenance,
         params=data.params,
+        detectable=data.detectable,
         force=args.force,
     )
     print(f"{args.n} simulated spectra written to {args.out}")

@@ -8,6 +8,9 @@ Layout (format ``napari-xrf-pigments/training-set``, version 1)::
     /labels/present   (n, pigments) bool      pigment is in the paint stack (any layer)
     /labels/top       (n, pigments) bool      pigment is in the top layer (optional; a
                                               subset of present)
+    /labels/detectable (n, pigments) bool     the pigment's own lines reach the detector
+                                              above noise (optional; a subset of present;
+                                              :mod:`napari_xrf_pigments.datasets.detectable`)
     /params/<name>    (n, ...)                optional per-spectrum parameters (layer
                                               thicknesses, count level...), free names
     root attributes:
@@ -104,6 +107,8 @@ class TrainingSet:
     provenance : dict
     params : dict of name -> ndarray with first axis n
     path : str or None
+    detectable : ndarray of bool, shape (n, n_pigments), or None
+        Present and seen: the pigment's own lines reach the detector above noise.
     """
 
     spectra: np.ndarray
@@ -114,6 +119,7 @@ class TrainingSet:
     provenance: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     path: str | None = None
+    detectable: np.ndarray | None = None
 
     def __post_init__(self):
         self.pigments = as_pigment_labels(self.pigments)
@@ -136,10 +142,11 @@ class TrainingSet:
             self.provenance,
             {k: v[index] for k, v in self.params.items()},
             self.path,
+            None if self.detectable is None else self.detectable[index],
         )
 
 
-def _validate(spectra, energy, present, top, pigments):
+def _validate(spectra, energy, present, top, pigments, detectable=None):
     spectra = np.asarray(spectra)
     if spectra.ndim != 2 or spectra.shape[0] == 0 or spectra.shape[1] < 2:
         raise InvalidDataError(f"spectra must be (n, channels) with n >= 1, got {spectra.shape}")
@@ -175,7 +182,11 @@ def _validate(spectra, energy, present, top, pigments):
         top = labels(top, "top")
         if np.any(top & ~present):
             raise InvalidDataError("labels/top marks pigments that labels/present does not")
-    return spectra, energy, present, top, pigments
+    if detectable is not None:
+        detectable = labels(detectable, "detectable")
+        if np.any(detectable & ~present):
+            raise InvalidDataError("labels/detectable marks pigments that labels/present does not")
+    return spectra, energy, present, top, pigments, detectable
 
 
 def write_training_set(
@@ -188,6 +199,7 @@ def write_training_set(
     provenance=None,
     *,
     params=None,
+    detectable=None,
     force: bool = False,
 ) -> Path:
     """Write a training set (layout in the module docstring); atomic.
@@ -206,6 +218,7 @@ def write_training_set(
     provenance : dict, optional
         JSON-serialisable description of how the data were made.
     params : dict of name -> array with first axis n, optional
+    detectable : array-like of bool, shape (n, n_pigments), optional
     force : bool
         Replace an existing file.
 
@@ -221,7 +234,8 @@ def write_training_set(
 
     from .io._atomic import atomic_output
 
-    spectra, energy, present, top, pigments = _validate(spectra, energy, present, top, pigments)
+    spectra, energy, present, top, pigments, detectable = _validate(
+        spectra, energy, present, top, pigments, detectable)
     provenance_json = json.dumps(provenance or {})
     params = dict(params or {})
     for name, value in params.items():
@@ -246,6 +260,8 @@ def write_training_set(
             f.create_dataset("labels/present", data=present)
             if top is not None:
                 f.create_dataset("labels/top", data=top)
+            if detectable is not None:
+                f.create_dataset("labels/detectable", data=detectable)
             for name, value in params.items():
                 f.create_dataset(f"params/{name}", data=np.asarray(value))
     return Path(path)
@@ -302,12 +318,15 @@ def read_training_set(path, *, require_top: bool = False) -> TrainingSet:
         energy = f["energy"][()]
         present = f["labels/present"][()]
         top = f["labels/top"][()] if "labels/top" in f else None
+        detectable = f["labels/detectable"][()] if "labels/detectable" in f else None
         params = {k: v[()] for k, v in f["params"].items()} if "params" in f else {}
     try:
-        spectra, energy, present, top, pigments = _validate(spectra, energy, present, top, pigments)
+        spectra, energy, present, top, pigments, detectable = _validate(
+            spectra, energy, present, top, pigments, detectable)
     except InvalidDataError as exc:
         raise UnreadableFileError(path, str(exc)) from None
-    return TrainingSet(spectra, energy, present, top, pigments, provenance, params, str(path))
+    return TrainingSet(spectra, energy, present, top, pigments, provenance, params, str(path),
+                       detectable)
 
 
 def _text(value) -> str:

@@ -55,7 +55,7 @@ def line_windows(elements, energies_keV, fwhm_keV) -> np.ndarray:
 
 
 def detectable_labels(strata, present, classes, simulator, library, *, live_time_s,
-                      readout=None, expected=None) -> np.ndarray:
+                      readout=None, expected=None, background=None) -> np.ndarray:
     """Which present classes are detectable in each spectrum.
 
     Parameters
@@ -70,7 +70,9 @@ def detectable_labels(strata, present, classes, simulator, library, *, live_time
     readout : Readout, optional
         Default the simulator instrument's.
     expected : ndarray, shape (n, channels), optional
-        The expected counts of ``strata`` if already simulated.
+        The expected counts of ``strata`` if already simulated (with ``background``).
+    background : ndarray, shape (n, channels), optional
+        Expected counts added to every spectrum (a measured background).
 
     Returns
     -------
@@ -82,6 +84,8 @@ def detectable_labels(strata, present, classes, simulator, library, *, live_time
     live = np.broadcast_to(np.asarray(live_time_s, dtype=np.float64), (len(strata),))
     if expected is None:
         expected = simulator.simulate(list(strata), readout=readout, live_time_s=live)
+        if background is not None:
+            expected = expected + background
     detectable = np.array(present, dtype=bool, copy=True)
     energies = readout.energies()
     for j, cls in enumerate(classes):
@@ -95,6 +99,8 @@ def detectable_labels(strata, present, classes, simulator, library, *, live_time
             continue
         others = simulator.simulate([without_class(strata[i], cls, library) for i in rows],
                                     readout=readout, live_time_s=live[rows])
+        if background is not None:
+            others = others + background[rows]
         signal = (expected[rows] - others) @ windows.T.astype(np.float64)  # (rows, elements)
         noise = np.sqrt(np.maximum(others @ windows.T.astype(np.float64), 1.0))
         detectable[rows, j] = np.all(signal >= DETECTABLE_SIGMA * noise, axis=1)

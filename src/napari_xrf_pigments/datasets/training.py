@@ -251,6 +251,7 @@ def generate_training_set(
     recipe: TrainingRecipe | None = None,
     background_cps=None,
     batch_size: int = 512,
+    detectable: bool = True,
 ):
     """Simulate a labelled training set (a progress job; see :mod:`..progress`).
 
@@ -270,6 +271,9 @@ def generate_training_set(
         time and a random level in [0.5, 2].
     batch_size : int
         Spectra simulated per step.
+    detectable : bool
+        Also label which present classes reach the detector (:mod:`.detectable`; costs one
+        more simulation per present class, about 3x the time; the spectra do not change).
 
     Yields
     ------
@@ -279,13 +283,14 @@ def generate_training_set(
     Returns
     -------
     TrainingSet
-        Poisson counts (n, channels) on the base readout's axis, labels per pigment class,
-        per-spectrum ``params`` (layers, thicknesses, live time, instrument variant; with
+        Poisson counts (n, channels) on the base readout's axis, labels per pigment class
+        (present, top, and detectable if asked), per-spectrum ``params`` (layers, thicknesses, live time, instrument variant; with
         ``recipe.p_distractor > 0`` also ``distractor_present``/``distractor_top``, a
         distractor in any / the top layer) and the generation parameters as ``provenance``.
     """
     from ..physics import FastSimulator, Instrument, readout_pool
     from ..pigments import load_pigment_library
+    from .detectable import detectable_labels
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -312,6 +317,7 @@ def generate_training_set(
 
     spectra = np.empty((n, energy.size), dtype=np.float32)
     present = np.zeros((n, len(classes)), dtype=bool)
+    detectable = np.zeros((n, len(classes)), dtype=bool) if detectable else None
     top = np.zeros((n, len(classes)), dtype=bool)
     n_layers = np.zeros(n, dtype=np.int8)
     top_um = np.zeros(n, dtype=np.float32)
@@ -346,14 +352,23 @@ def generate_training_set(
             idx = np.flatnonzero((which_instrument == k) & (which_readout == r))
             for start in range(0, idx.size, batch_size):
                 part = idx[start : start + batch_size]
+                part_strats = [strats[i] for i in part]
                 expected = simulator.simulate(
-                    [strats[i] for i in part], readout=readout, live_time_s=live_time[part]
+                    part_strats, readout=readout, live_time_s=live_time[part]
                 )
+                background = None
                 if background_cps is not None:
-                    expected = expected + (
+                    background = (
                         (live_time[part] * background_level[part])[:, None] * background_cps
                     ).astype(expected.dtype)
+                    expected = expected + background
                 spectra[part] = rng.poisson(np.clip(expected, 0.0, None))
+                if detectable is not None:
+                    detectable[part] = detectable_labels(
+                        part_strats, present[part], classes, simulator, library,
+                        live_time_s=live_time[part], readout=readout, expected=expected,
+                        background=background,
+                    )
                 done += part.size
                 yield Progress(done, n, f"instrument {k + 1}/{len(instruments)}")
 
@@ -384,4 +399,5 @@ def generate_training_set(
         pigments=as_pigment_labels([(c, library[c].name) for c in classes]),
         provenance=json.loads(json.dumps(provenance, default=str)),
         params=params,
+        detectable=detectable,
     )

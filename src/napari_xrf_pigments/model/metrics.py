@@ -101,7 +101,8 @@ def _num(v):
 
 
 def evaluate_predictions(
-    pigments, present, present_score, top=None, top_score=None, *, threshold: float = 0.5
+    pigments, present, present_score, top=None, top_score=None, *, threshold: float = 0.5,
+    detectable=None,
 ) -> dict:
     """All figures for a labelled set, as a JSON-ready dict.
 
@@ -113,13 +114,16 @@ def evaluate_predictions(
     top, top_score : arrays of shape (n, n_pigments), optional
         Truth and probability of "in the top layer".
     threshold : float
+    detectable : array of bool, shape (n, n_pigments), optional
+        "Present and its own lines reach the detector": ``present_score`` is scored against it
+        too.
 
     Returns
     -------
     dict
-        ``n_spectra``, ``threshold``, ``pigments``, ``present`` and ``top`` (abbreviation ->
-        accuracy, sensitivity, precision, f1, support, tp, fp, tn, fn), and ``summary``
-        (min/mean F1, top assignment and top-1 accuracy). NaN is None.
+        ``n_spectra``, ``threshold``, ``pigments``, ``present``, ``top`` and ``detectable``
+        (abbreviation -> accuracy, sensitivity, precision, f1, support, tp, fp, tn, fn), and
+        ``summary`` (min/mean F1 of each, top assignment and top-1 accuracy). NaN is None.
     """
     pigments = as_pigment_labels(pigments)
     m = binary_metrics(present, present_score, threshold=threshold)
@@ -147,6 +151,12 @@ def evaluate_predictions(
                 "top1_accuracy": _num(top1_accuracy(top, top_score)),
             }
         )
+    if detectable is not None:
+        result["detectable"] = _per_pigment(
+            binary_metrics(detectable, present_score, threshold=threshold), pigments)
+        df1 = [v["f1"] for v in result["detectable"].values() if v["f1"] is not None]
+        summary["detectable_f1_min"] = _num(min(df1)) if df1 else None
+        summary["detectable_f1_mean"] = _num(np.mean(df1)) if df1 else None
     result["summary"] = summary
     return result
 
@@ -167,13 +177,16 @@ def format_table(metrics: dict, *, title: str | None = None) -> str:
     """Lay out :func:`evaluate_predictions` output like the paper's Table 3.
 
     One row per pigment, "full name (abbreviation)"; column groups "present (any layer)" and,
-    when available, "top layer", each with Acc., Sens., Prec., F1 and n (true positives +
-    false negatives); then the summary lines.
+    when available, "top layer" and "detectable" (present, scored against the labels of
+    pigments whose own lines reach the detector), each with Acc., Sens., Prec., F1 and n (true
+    positives + false negatives); then the summary lines.
     """
     pigments = as_pigment_labels(metrics["pigments"])
     groups = [("present", "Present (any layer)")]
     if "top" in metrics:
         groups.append(("top", "Top layer"))
+    if "detectable" in metrics:
+        groups.append(("detectable", "Detectable"))
     labels = [f"{p.name} ({p.abbreviation})" for p in pigments]
     width = max(len("Pigment"), *(len(s) for s in labels))
     block = sum(_WIDTHS)
@@ -203,6 +216,11 @@ def format_table(metrics: dict, *, title: str | None = None) -> str:
             f"{_fmt(s.get('top_f1_mean'))}; top-layer assignment accuracy "
             f"{_fmt(s.get('top_assignment_accuracy'))}; top-1 accuracy "
             f"{_fmt(s.get('top1_accuracy'))}"
+        )
+    if "detectable" in metrics:
+        lines.append(
+            f"detectable F1 min {_fmt(s.get('detectable_f1_min'))}, "
+            f"mean {_fmt(s.get('detectable_f1_mean'))}"
         )
     return "\n".join(lines)
 
@@ -288,6 +306,14 @@ def evaluate_maps(maps, truth, *, threshold: float = 0.5) -> dict:
         )
     n = labels.present.shape[0] * labels.present.shape[1]
     use_top = top is not None and labels.top is not None
+    if not isinstance(truth, dict):
+        from ..datasets.mockup import read_truth
+
+        truth = read_truth(truth)
+    seen = truth.get("detectable") or {}  # truth files from before detectable labels: none
+    detectable = None
+    if all(a in seen for a, _ in pigments):
+        detectable = np.stack([np.asarray(seen[a], bool) for a, _ in pigments], -1).reshape(n, -1)
     return evaluate_predictions(
         pigments,
         labels.present.reshape(n, -1),
@@ -295,4 +321,5 @@ def evaluate_maps(maps, truth, *, threshold: float = 0.5) -> dict:
         labels.top.reshape(n, -1) if use_top else None,
         np.nan_to_num(top, nan=0.0).reshape(n, -1) if use_top else None,
         threshold=threshold,
+        detectable=detectable,
     )

@@ -301,6 +301,7 @@ def train(
         np.asarray(pred["present"]),
         data.top[test] if top_head else None,
         np.asarray(pred["top"]) if top_head else None,
+        detectable=None if data.detectable is None else data.detectable[test],
     )
     metrics["split"] = "test"
     training = {
@@ -403,6 +404,7 @@ def evaluate(
         data.top[:, cols] if use_top else None,
         top_score,
         threshold=threshold,
+        detectable=None if data.detectable is None else data.detectable[:, cols],
     )
     result["model"] = str(model.path) if model.path else model.name
     result["data"] = data.path

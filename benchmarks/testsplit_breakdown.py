@@ -11,6 +11,10 @@ split_indices`) that ``train`` scored. Per pigment it prints the F1 over the who
 where the pigment is only in the bottom layer), then the share of buried-only positives found.
 A pigment that scores well once buried-only cases are left out loses its F1 to what the top
 layer hides; one that does not is confused with a pigment of the same elements.
+
+When the set has detectable labels (``simulate`` writes them), it also prints the F1 against
+those, for the network alone and for the maps ``predict`` writes (the test spectra as one cube,
+checked against element evidence).
 """
 
 from __future__ import annotations
@@ -40,8 +44,18 @@ def main(argv=None):
     score = model.predictor().predict_spectra(data.spectra[test], data.energy)["present"]
     present, top = data.present[test], data.top[test]
     everything = binary_metrics(present, score)
+    seen = None if data.detectable is None else data.detectable[test]
+    if seen is not None:
+        from napari_xrf_pigments.cube import XRFCube
+        from napari_xrf_pigments.model.predict import predict_cube
+        from napari_xrf_pigments.progress import run
+
+        cube = XRFCube.from_array(data.spectra[test][:, None, :], energy=data.energy)
+        checked = run(predict_cube(cube, model)).maps["present"][:, 0, :]
+        raw_seen, checked_seen = binary_metrics(seen, score), binary_metrics(seen, checked)
     results = {}
-    print(f"{'pigment':<8} {'F1 all':>7} {'F1 without buried-only':>23} {'buried-only found':>18}")
+    print(f"{'pigment':<8} {'F1 all':>7} {'F1 without buried-only':>23} {'buried-only found':>18}"
+          + (f" {'F1 detectable':>14} {'checked':>8}" if seen is not None else ""))
     for i, abbr in enumerate(model.abbreviations):
         buried = present[:, i] & ~top[:, i]
         visible = binary_metrics(present[~buried, i : i + 1], score[~buried, i : i + 1])
@@ -51,8 +65,13 @@ def main(argv=None):
             "buried_only_found": round(float((score[buried, i] >= 0.5).mean()), 3),
             "n_buried_only": int(buried.sum()),
         }
-        print(f"{abbr:<8} {r['f1']:>7.3f} {r['f1_without_buried_only']:>23.3f} "
-              f"{r['buried_only_found']:>12.3f} of {r['n_buried_only']}")
+        line = (f"{abbr:<8} {r['f1']:>7.3f} {r['f1_without_buried_only']:>23.3f} "
+                f"{r['buried_only_found']:>12.3f} of {r['n_buried_only']}")
+        if seen is not None:
+            r["f1_detectable"] = round(float(raw_seen["f1"][i]), 3)
+            r["f1_detectable_checked"] = round(float(checked_seen["f1"][i]), 3)
+            line += f" {r['f1_detectable']:>14.3f} {r['f1_detectable_checked']:>8.3f}"
+        print(line)
     print(json.dumps({"n_test": int(test.size), "pigments": results}))
 
 

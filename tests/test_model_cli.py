@@ -32,6 +32,22 @@ def test_cli_train_writes_a_model(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+def test_cli_train_on_detectable_labels(tmp_path, capsys):
+    plain = write_set(tmp_path / "plain.h5", n=100)
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(plain), "--out", str(out), "--targets", "detectable"]) == 2
+    assert "no detectable labels" in capsys.readouterr().err and not out.exists()
+    spectra, present, top = make_set(100)
+    seen = present & (np.arange(100) % 3 > 0)[:, None]  # a third of the pigments hidden
+    data = write_set(tmp_path / "seen.h5", n=100, detectable=seen)
+    assert main(["train", "--data", str(data), "--out", str(out), "--folds", "1", "--epochs", "1",
+                 "--targets", "detectable", "--batch-size", "32"]) == 0
+    assert "Detectable" in capsys.readouterr().out
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["training"]["targets"] == "detectable"
+    assert "detectable_f1_mean" in meta["metrics"]["summary"]
+
+
 def test_cli_evaluate_prints_table_and_json(tmp_path, capsys):
     _, model_dir = tiny_trained()
     data = write_set(tmp_path / "test.h5", n=100, seed=21)

@@ -222,6 +222,7 @@ def _cmd_train(args) -> int:
         augment_counts=AUGMENT_COUNTS if args.augment else None,
         augment_shift_keV=AUGMENT_SHIFT_KEV if args.augment else 0.0,
         name=args.name,
+        targets=args.targets,
     )
     result = run_with_tqdm(job, desc="train (epochs)")
     result.model.metadata["training"]["command"] = "xrf-pigments " + " ".join(sys.argv[1:])
@@ -476,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true",
                    help="Poisson count-level (1e3-1e6 counts) and +-20 eV shift (in whole model "
                         "channels) augmentation")
+    p.add_argument("--targets", choices=("present", "detectable"), default="present",
+                   help="what the network learns: 'present' (the paper's labels: pigment anywhere "
+                        "in the paint stack) or 'detectable' (only where its own lines reach the "
+                        "detector; needs a training set from this version's simulate)")
     p.add_argument("--name", default=None, help="model name stored in its metadata")
     p.add_argument("--force", action="store_true", help="replace an existing model directory")
     p.set_defaults(func=_cmd_train)

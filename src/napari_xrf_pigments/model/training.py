@@ -142,10 +142,15 @@ def augment(counts, rng, *, count_range=None, max_shift: int = 0) -> np.ndarray:
     return out
 
 
-def _labels(data: TrainingSet, index, heads):
-    y = {"present": data.present[index].astype(np.float32)}
+#: What the "present" head learns: any pigment in the stack, or only those it can see.
+TARGETS = ("present", "detectable")
+
+
+def _labels(data: TrainingSet, index, heads, targets="present"):
+    present = data.present[index] if targets == "present" else data.detectable[index]
+    y = {"present": present.astype(np.float32)}
     if "top" in heads:
-        y["top"] = data.top[index].astype(np.float32)
+        y["top"] = (data.top[index] & present).astype(np.float32)
     return y
 
 
@@ -166,6 +171,7 @@ def train(
     augment_counts=None,
     augment_shift_keV: float = 0.0,
     name: str | None = None,
+    targets: str = "present",
 ):
     """Train a pigment model (generator; see the module docstring for the recipe).
 
@@ -200,6 +206,10 @@ def train(
         up: 0.02 keV is 2 channels of 10 eV, 1 of 20 eV or 40 eV).
     name : str, optional
         Model name for the metadata.
+    targets : {"present", "detectable"}
+        What the heads learn: the paper's labels (pigment anywhere in the stack), or only the
+        pigments whose own lines reach the detector (``/labels/detectable``; top-layer labels
+        restricted alike). The test split is scored against both when the data have both.
 
     Yields
     ------
@@ -219,6 +229,12 @@ def train(
         top_head = data.top is not None
     if top_head and data.top is None:
         raise InvalidDataError("a top-layer head needs /labels/top in the training data")
+    if targets not in TARGETS:
+        raise InvalidDataError(f"unknown targets {targets!r}; use one of {', '.join(TARGETS)}")
+    if targets == "detectable" and data.detectable is None:
+        raise InvalidDataError(
+            "the training data have no detectable labels (/labels/detectable): simulate them "
+            "again with this version's `xrf-pigments simulate`")
     if epochs < 1 or batch_size < 1 or patience < 1:
         raise InvalidDataError("epochs, batch size and patience must be at least 1")
     if lr_schedule not in LR_SCHEDULES:
@@ -253,7 +269,8 @@ def train(
                 learning_rate, decay_steps=epochs * math.ceil(tr.size / batch_size), alpha=0.01
             )
         compile_model(net, learning_rate=rate)
-        y_tr, val = _labels(data, tr, heads), (features[va], _labels(data, va, heads))
+        y_tr = _labels(data, tr, heads, targets)
+        val = (features[va], _labels(data, va, heads, targets))
         x_tr = None if augmenting else features[tr]
         best_loss, best_weights, best_epoch, wait, run = math.inf, None, 0, 0, 0
         for epoch in range(1, epochs + 1):
@@ -317,6 +334,7 @@ def train(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "lr_schedule": lr_schedule,
+        "targets": targets,
         "optimizer": "adam",
         "loss": "binary_crossentropy",
         "test_fraction": test_fraction,

@@ -14,7 +14,11 @@ from _model_data import ENERGY, PIGMENTS, TINY_ARCH, make_set, tiny_trained, wri
 from napari_xrf_pigments.errors import InvalidDataError, UnreadableFileError  # noqa: E402
 from napari_xrf_pigments.model.metrics import (  # noqa: E402
     binary_metrics,
+    apply_temperature,
     evaluate_predictions,
+    expected_calibration_error,
+    fit_calibration,
+    fit_temperature,
     format_table,
     top1_accuracy,
     top_assignment_accuracy,
@@ -185,3 +189,20 @@ def test_half_channel_shift_rounds_up_to_one_channel():
     data = TrainingSet(spectra, ENERGY, present, top, tuple(PIGMENTS))
     result = run(train(data, folds=1, epochs=1, architecture=TINY_ARCH, augment_shift_keV=0.02))
     assert result.model.metadata["training"]["augmentation"]["shift_channels"] == 1  # 40 eV grid
+
+
+def test_calibration_error_and_temperature():
+    rng = np.random.default_rng(0)
+    honest = rng.uniform(0.02, 0.98, (4000, 3))  # calibrated: truth drawn with these odds
+    truth = rng.random(honest.shape) < honest
+    overconfident = apply_temperature(honest, 0.4)  # logits 2.5x too large
+    t = fit_temperature(truth, overconfident)
+    assert t == pytest.approx(2.5, rel=0.15)
+    assert expected_calibration_error(truth, apply_temperature(overconfident, t)) < \
+        expected_calibration_error(truth, overconfident)
+    # The 0.5 threshold, and so every F1, does not move.
+    assert np.array_equal(apply_temperature(overconfident, t) >= 0.5, overconfident >= 0.5)
+    cal = fit_calibration({"present": overconfident}, {"present": truth})
+    assert cal["temperature"]["present"] == pytest.approx(t, rel=1e-3)
+    assert cal["validation_ece"]["present"][1] < cal["validation_ece"]["present"][0]
+    assert expected_calibration_error(np.array([True, False]), np.array([1.0, 0.0])) == 0.0

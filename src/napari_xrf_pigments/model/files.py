@@ -135,6 +135,7 @@ class PigmentModel:
             training=meta.get("training"),
             metrics=meta.get("metrics"),
             name=meta.get("name"),
+            calibration=meta.get("calibration"),
             force=force,
         )
 
@@ -152,6 +153,7 @@ def build_metadata(
     training=None,
     metrics=None,
     name=None,
+    calibration=None,
 ) -> dict:
     """The metadata dictionary stored beside the weights (JSON-ready)."""
     import keras
@@ -174,6 +176,7 @@ def build_metadata(
         "architecture": architecture or {},
         "training": training or {},
         "metrics": metrics or {},
+        **({"calibration": calibration} if calibration else {}),
     }
 
 
@@ -187,6 +190,7 @@ def save_model(
     training: dict | None = None,
     metrics: dict | None = None,
     name: str | None = None,
+    calibration: dict | None = None,
     force: bool = False,
 ) -> Path:
     """Save weights and metadata into the directory ``path`` (written atomically).
@@ -203,6 +207,9 @@ def save_model(
     architecture, training, metrics : dict, optional
         JSON-serialisable; ``training`` should hold the training data provenance.
     name : str, optional
+    calibration : dict, optional
+        Temperature scaling of the outputs (``{"temperature": {"present": T, ...}}``),
+        applied by the predictor.
     force : bool
         Replace an existing model directory.
 
@@ -220,7 +227,7 @@ def save_model(
     pigments = as_pigment_labels(pigments)
     meta = build_metadata(
         keras_model, pigments=pigments, preprocessing=preprocessing, architecture=architecture,
-        training=training, metrics=metrics, name=name,
+        training=training, metrics=metrics, name=name, calibration=calibration,
     )
     _check_network(keras_model, meta, where="the model to save")
     path = check_output_path(path, force=force)

@@ -67,6 +67,72 @@ def binary_metrics(truth, score, *, threshold: float = 0.5) -> dict:
     }
 
 
+def expected_calibration_error(truth, score, *, bins: int = 10) -> float:
+    """Expected calibration error over all (spectrum, pigment) pairs.
+
+    Probabilities are put into ``bins`` equal-width bins; ECE is the mean over pairs of
+    |fraction truly positive - mean probability| of their bin. NaN scores are left out.
+    """
+    t = np.asarray(truth, dtype=bool).ravel()
+    p = np.asarray(score, dtype=np.float64).ravel()
+    ok = np.isfinite(p)
+    t, p = t[ok], p[ok]
+    if p.size == 0:
+        return float("nan")
+    which = np.clip(np.digitize(p, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+    hits = np.bincount(which, weights=t, minlength=bins)
+    mass = np.bincount(which, weights=p, minlength=bins)
+    return float(np.sum(np.abs(hits - mass)) / p.size)
+
+
+def apply_temperature(score, temperature: float) -> np.ndarray:
+    """Probabilities ``sigmoid(logit(p) / T)``: T > 1 softens, T < 1 sharpens; 0.5 stays 0.5."""
+    p = np.clip(np.asarray(score, dtype=np.float64), 1e-7, 1 - 1e-7)
+    logit = np.log(p) - np.log1p(-p)
+    return 1.0 / (1.0 + np.exp(-logit / float(temperature)))
+
+
+def fit_temperature(truth, score) -> float:
+    """The temperature that minimises the binary cross-entropy of :func:`apply_temperature`."""
+    from scipy.optimize import minimize_scalar
+
+    t = np.asarray(truth, dtype=np.float64).ravel()
+    p = np.asarray(score, dtype=np.float64).ravel()
+    ok = np.isfinite(p)
+    t, p = t[ok], p[ok]
+
+    def loss(log_t):
+        q = np.clip(apply_temperature(p, np.exp(log_t)), 1e-7, 1 - 1e-7)
+        return -np.mean(t * np.log(q) + (1 - t) * np.log1p(-q))
+
+    return float(np.exp(minimize_scalar(loss, bounds=(np.log(0.05), np.log(20.0)),
+                                        method="bounded").x))
+
+
+def fit_calibration(scores: dict, labels: dict) -> dict:
+    """Temperature scaling per output head, kept only where it lowers the ECE.
+
+    Parameters
+    ----------
+    scores, labels : dict of head name -> array (n, n_pigments)
+        Probabilities and truth on a validation split.
+
+    Returns
+    -------
+    dict
+        ``{"temperature": {head: T}, "validation_ece": {head: [before, after]}}``; T is 1.0
+        where scaling did not help.
+    """
+    out = {"temperature": {}, "validation_ece": {}}
+    for head, score in scores.items():
+        t = fit_temperature(labels[head], score)
+        before = expected_calibration_error(labels[head], score)
+        after = expected_calibration_error(labels[head], apply_temperature(score, t))
+        out["temperature"][head] = round(t, 4) if after < before else 1.0
+        out["validation_ece"][head] = [round(before, 5), round(min(before, after), 5)]
+    return out
+
+
 def top_assignment_accuracy(present, top, top_score, *, threshold: float = 0.5) -> float:
     """Fraction of truly present pigments whose top/not-top call is right (NaN if none)."""
     present = np.asarray(present, dtype=bool)
@@ -137,6 +203,7 @@ def evaluate_predictions(
     summary = {
         "present_f1_min": _num(min(f1)) if f1 else None,
         "present_f1_mean": _num(np.mean(f1)) if f1 else None,
+        "present_ece": _num(expected_calibration_error(present, present_score)),
     }
     if top is not None and top_score is not None:
         result["top"] = _per_pigment(binary_metrics(top, top_score, threshold=threshold), pigments)
@@ -157,6 +224,7 @@ def evaluate_predictions(
         df1 = [v["f1"] for v in result["detectable"].values() if v["f1"] is not None]
         summary["detectable_f1_min"] = _num(min(df1)) if df1 else None
         summary["detectable_f1_mean"] = _num(np.mean(df1)) if df1 else None
+        summary["detectable_ece"] = _num(expected_calibration_error(detectable, present_score))
     result["summary"] = summary
     return result
 
@@ -208,7 +276,8 @@ def format_table(metrics: dict, *, title: str | None = None) -> str:
     lines.append(
         f"{metrics['n_spectra']} spectra, threshold {metrics['threshold']:g}; "
         f"present F1 min {_fmt(s.get('present_f1_min'))}, "
-        f"mean {_fmt(s.get('present_f1_mean'))}"
+        f"mean {_fmt(s.get('present_f1_mean'))}; expected calibration error "
+        f"{_fmt(s.get('present_ece'))}"
     )
     if "top" in metrics:
         lines.append(
@@ -220,7 +289,8 @@ def format_table(metrics: dict, *, title: str | None = None) -> str:
     if "detectable" in metrics:
         lines.append(
             f"detectable F1 min {_fmt(s.get('detectable_f1_min'))}, "
-            f"mean {_fmt(s.get('detectable_f1_mean'))}"
+            f"mean {_fmt(s.get('detectable_f1_mean'))}; expected calibration error "
+            f"{_fmt(s.get('detectable_ece'))}"
         )
     return "\n".join(lines)
 

@@ -170,6 +170,8 @@ class Predictor:
         self.n_channels = model.preprocessing.n_channels
         self.outputs = model.outputs
         self.workers = 1 if gpu else 2
+        # Temperature scaling fitted at training time (model metadata), per output.
+        self.temperature = dict(((model.metadata or {}).get("calibration") or {}).get("temperature") or {})
         self._fn = None
         self._pool = None
         self._lock = threading.Lock()
@@ -276,6 +278,12 @@ class Predictor:
             rows = keep[start : start + size]
             for k in self.outputs:
                 out[k][rows] = res[k][:size]
+        if self.temperature:
+            from .metrics import apply_temperature
+
+            for k, t in self.temperature.items():
+                if k in out and t != 1.0:
+                    out[k] = apply_temperature(out[k], t).astype(np.float32)
         return out
 
     def _executor(self):

@@ -34,7 +34,7 @@ from ..trainset import TrainingSet, as_pigment_labels, read_training_set
 from .architecture import PAPER_CONFIG, build_model, compile_model
 from .defaults import LR_SCHEDULES, THRESHOLD, TRAIN_DEFAULTS as _D
 from .files import PigmentModel, load_model
-from .metrics import evaluate_predictions
+from .metrics import apply_temperature, evaluate_predictions, fit_calibration
 
 #: Builder arguments used unless ``architecture`` overrides them (the paper's network).
 DEFAULT_ARCHITECTURE = {
@@ -311,13 +311,20 @@ def train(
     best_loss, best_fold, weights = best
     net = build_model(preprocessing.n_channels, len(data.pigments), top_head=top_head, **arch)
     net.set_weights(weights)
+    # Temperature scaling on the best fold's validation split (the test split stays unseen);
+    # it moves probabilities, never which side of 0.5 they are on, so F1 does not change.
+    va = pairs[best_fold - 1][1]
+    val_pred = net.predict(features[va], batch_size=256, verbose=0)
+    calibration = fit_calibration({k: np.asarray(val_pred[k]) for k in heads},
+                                  _labels(data, va, heads, targets))
     pred = net.predict(features[test], batch_size=256, verbose=0)
+    pred = {k: apply_temperature(np.asarray(pred[k]), calibration["temperature"][k]) for k in heads}
     metrics = evaluate_predictions(
         data.pigments,
         data.present[test],
-        np.asarray(pred["present"]),
+        pred["present"],
         data.top[test] if top_head else None,
-        np.asarray(pred["top"]) if top_head else None,
+        pred["top"] if top_head else None,
         detectable=None if data.detectable is None else data.detectable[test],
     )
     metrics["split"] = "test"
@@ -354,6 +361,7 @@ def train(
     }
     meta = {
         "name": name or "pigment-cnn",
+        "calibration": calibration,
         "architecture": architecture_meta,
         "training": training,
         "metrics": metrics,

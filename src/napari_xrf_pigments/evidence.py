@@ -142,9 +142,10 @@ class ElementFit:
 
     Each element family (K, L or M lines inside the grid) is tested with one template whose
     line ratios are PyMca's tabulated rates: an absent element cannot borrow the misfit of a
-    neighbour's single line. Families that are strong in a block of spectra also get one
-    column per further line group (Kb; each L subshell), so that their ratios can follow the
-    excitation and absorption in the paint and their misfit does not leak into neighbours.
+    neighbour's single line. Families that are strong in a pixel also get one column per
+    further line group there (Kb; each L subshell, split at the element's own edges), so that
+    their ratios can follow the excitation and absorption in the paint and their misfit does
+    not leak into neighbours.
 
     Parameters
     ----------
@@ -221,8 +222,8 @@ class ElementFit:
         self._derivatives = None
 
     def _misfit_shapes(self):
-        """How each family's template changes with a calibration shift and a width error:
-        (channels, families) per ``SHIFT_ERROR_KEV`` and per ``WIDTH_ERROR`` (relative)."""
+        """How each family's template changes with a calibration shift of ``SHIFT_ERROR_KEV``
+        and a relative width error of ``WIDTH_ERROR``: (channels, 2 x families), shifts first."""
         if self._derivatives is None:
             import dataclasses
 

@@ -46,3 +46,23 @@ def test_shipped_model_finds_the_strips_of_an_unseen_mockup(shipped):
     assert np.nanmax(maps[bare]) < 0.5
     top4 = layout.top_index == 0  # pure vermilion on top
     assert np.nanmin(maps[..., PAPER_CLASSES.index("VM")][top4]) > 0.9
+
+
+def test_a_failing_evidence_step_still_gives_the_maps(shipped, monkeypatch):
+    from napari_xrf_pigments import evidence
+
+    layout = crossed_strips(("TiA",), ("VM",), strip_px=2, gap_px=1, margin_px=1)
+    cube, _ = run(simulate_mockup(layout, seed=4, live_time_s=1.0))
+    checked = run(predict_cube(cube, shipped))
+    assert checked.evidence == "checked" and "Ti" in checked.unexplained_elements
+
+    def broken(self, counts):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(evidence.ElementFit, "fit", broken)
+    result = run(predict_cube(cube, shipped))
+    unchecked = run(predict_cube(cube, shipped, evidence=False))
+    assert result.evidence == "unavailable" and result.unexplained is None
+    assert any("element evidence is unavailable (Singular matrix)" in w for w in result.warnings)
+    np.testing.assert_array_equal(result.maps["present"], unchecked.maps["present"])
+    np.testing.assert_array_equal(checked.raw["present"], unchecked.maps["present"])

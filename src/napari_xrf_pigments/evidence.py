@@ -20,7 +20,7 @@ elements each named pigment needs (emerald green: Cu *and* As), and scores what 
    substrate without lines) are multiplied by ``1 - unexplained`` instead: they are not called
    where the spectrum holds signal that nothing called explains.
 3. **Unexplained signal.** An element is *unexplained* at a pixel to the degree that it is
-   significant (0 at 4 sigma, 1 at 6 sigma) and no pigment that contains it is called there
+   significant (0 at 3 sigma, 1 at 5 sigma) and no pigment that contains it is called there
    (``1 - min(1, 2 max p)`` over the checked probabilities ``p`` of those pigments). The ground's elements (Ca), air (Ar) and the
    tube anode (scattered tube lines) are always explained. The ``unexplained`` score of a pixel
    is the largest element score.
@@ -56,7 +56,7 @@ WIDTH_ERROR = 0.05
 #: Evidence gate: 0 below ``GATE_SIGMA[0]``, 1 above ``GATE_SIGMA[1]``.
 GATE_SIGMA = (1.0, 2.5)
 #: Unexplained score: 0 below ``UNEXPLAINED_SIGMA[0]``, 1 above ``UNEXPLAINED_SIGMA[1]``.
-UNEXPLAINED_SIGMA = (4.0, 6.0)
+UNEXPLAINED_SIGMA = (3.0, 5.0)
 _SPLINE_SPACING_KEV = 1.5
 #: Channel width (keV) the evidence fit works on (finer model grids are summed to it).
 FIT_STEP_KEV = 0.04

@@ -6,6 +6,7 @@ users extend it with files of the same form (``extra=``).
 
 from .library import (
     BUILTIN_PATH,
+    Group,
     Mixture,
     Pigment,
     PigmentLibrary,
@@ -25,6 +26,7 @@ __all__ = [
     "BUILTIN_PATH",
     "DEFAULT_BINDER",
     "GROUND",
+    "Group",
     "Layer",
     "Mixture",
     "Pigment",

@@ -14,14 +14,26 @@ as verdigris count as emerald green. ``substitute`` (optional) maps abbreviation
 fractions of a mixture used in place of the pigment in mock-ups.
 
 Optional keys of every entry: ``evidence``, the element symbols XRF must see for the material to
-be called (each in its formula or a substitute's formula), ``source``, a short citation, and
-``note``. A ``"distractor"`` is an out-of-library paint that is never a class (for open-set
+be called (each in its formula or a substitute's formula), ``typical``, composition ranges of real
+samples, ``source``, a short citation, and ``note``. A ``"distractor"`` is an out-of-library paint that is never a class (for open-set
 training and testing); it needs ``split``: ``"train"`` or ``"test"``.
 
 An optional ``"mixtures"`` list names pigment mixtures (the built-in file holds Table 2 of the
 paper)::
 
     {"name": "Top 2", "position": "top", "pigments": {"VM": 30, "CM": 30, "CB": 40}}
+
+Fractions are mass % (summing to 100) or mass fractions (summing to 1).
+
+An optional ``"groups"`` list names classes that XRF alone cannot tell apart (same elements, no
+usable matrix effect); a model trained on the library has one output per group besides its
+members' outputs::
+
+    {"abbreviation": "LW+RL", "name": "Lead white / red lead", "members": ["LW", "RL"],
+     "why": "both are lead only"}
+
+A user file (``extra``) adds materials, mixtures and groups; it may not redefine a built-in
+entry.
 """
 
 from __future__ import annotations
@@ -41,12 +53,23 @@ BUILTIN_PATH = Path(__file__).with_name("library.json")
 KINDS = ("pigment", "ground", "binder", "distractor")
 SPLITS = ("train", "test")
 _KEYS = {"abbreviation", "name", "formula", "density", "kind", "class", "note", "substitute",
-         "evidence", "source", "split"}
+         "evidence", "source", "split", "typical"}
 _MIXTURE_KEYS = {"name", "position", "pigments", "note"}
+_GROUP_KEYS = {"abbreviation", "name", "members", "why"}
+#: Fractions must sum to 1 or to 100 (mass %) within this relative tolerance.
+_SUM_TOLERANCE = 0.01
 
 
 class PigmentLibraryError(InvalidDataError):
-    """A pigment library file or entry is invalid."""
+    """A pigment library file or entry is invalid.
+
+    ``group`` is the abbreviation of the group at fault, if any (so that the loader can name
+    its file).
+    """
+
+    def __init__(self, message: str, *, group: str | None = None):
+        super().__init__(message)
+        self.group = group
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,8 @@ class Pigment:
         Short citation of the composition and density.
     split : {"train", "test"} or None
         For distractors: whether training sets may draw it or it is kept for testing.
+    typical : str
+        Composition ranges of real samples (the formula is one representative).
     """
 
     abbreviation: str
@@ -89,6 +114,7 @@ class Pigment:
     evidence: tuple[str, ...] = ()
     source: str = ""
     split: str | None = None
+    typical: str = ""
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -121,6 +147,8 @@ class Pigment:
             out["substitute"] = dict(self.substitute)
         if self.evidence:
             out["evidence"] = list(self.evidence)
+        if self.typical:
+            out["typical"] = self.typical
         if self.source:
             out["source"] = self.source
         if self.split is not None:
@@ -162,6 +190,35 @@ class Mixture:
 
 
 @dataclass(frozen=True)
+class Group:
+    """Classes that XRF alone cannot tell apart, mapped together as well as one by one.
+
+    Attributes
+    ----------
+    abbreviation : str
+        Label of the group's output, e.g. ``"LW+RL"``.
+    name : str
+        Readable name, e.g. ``"Lead white / red lead"``.
+    members : tuple of str
+        Member classes, in library order.
+    why : str
+        The physics that makes them look alike.
+    """
+
+    abbreviation: str
+    name: str
+    members: tuple[str, ...]
+    why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"abbreviation": self.abbreviation, "name": self.name,
+                               "members": list(self.members)}
+        if self.why:
+            out["why"] = self.why
+        return out
+
+
+@dataclass(frozen=True)
 class PigmentLibrary:
     """An ordered, read-only collection of :class:`Pigment` keyed by abbreviation.
 
@@ -172,11 +229,14 @@ class PigmentLibrary:
         Files (or ``"<dict>"``) the entries came from, for provenance.
     mixtures : tuple of Mixture
         Named mixtures (Table 2 of the paper for the built-in library).
+    groups : tuple of Group
+        Classes mapped together because XRF cannot tell them apart.
     """
 
     materials: tuple[Pigment, ...]
     sources: tuple[str, ...] = ()
     mixtures: tuple[Mixture, ...] = ()
+    groups: tuple[Group, ...] = ()
     _index: dict = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
@@ -192,6 +252,17 @@ class PigmentLibrary:
                 if abbr not in self._index:
                     raise PigmentLibraryError(
                         f"mixture {mix.name!r}: pigment {abbr!r} is not in the library")
+        classes = self.classes
+        for group in self.groups:
+            if group.abbreviation in self._index or group.abbreviation in classes:
+                raise PigmentLibraryError(
+                    f"group {group.abbreviation!r}: the abbreviation is already a material or "
+                    "class", group=group.abbreviation)
+            unknown = [m for m in group.members if m not in classes]
+            if unknown:
+                raise PigmentLibraryError(
+                    f"group {group.abbreviation!r}: members {unknown} are not classes of the "
+                    f"library (classes: {', '.join(classes)})", group=group.abbreviation)
 
     def mixture(self, name: str) -> Mixture:
         """A named mixture, e.g. ``lib.mixture("Bottom 4A")``."""
@@ -243,17 +314,51 @@ class PigmentLibrary:
         return tuple(m for m in self.materials
                      if m.kind == "distractor" and (split is None or m.split == split))
 
-    def evidence_of(self, cls: str) -> tuple[str, ...]:
-        """Elements XRF must see for a class to be called.
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Label columns of training sets and models: the classes, then the groups."""
+        return self.classes + tuple(g.abbreviation for g in self.groups)
 
-        The union, in library order, of the evidence of the materials that count as ``cls``:
-        ``("Cu", "As")`` for emerald green (its entry; verdigris adds Cu, sodium arsenite As).
+    def group(self, abbreviation: str) -> Group | None:
+        """The group of that abbreviation, or None."""
+        return next((g for g in self.groups if g.abbreviation == abbreviation), None)
+
+    def members_of(self, label: str) -> tuple[str, ...]:
+        """Classes a label stands for: the group's members, or the class itself."""
+        group = self.group(label)
+        if group is not None:
+            return group.members
+        if label not in self.classes:
+            raise KeyError(f"no class or group {label!r} in the library "
+                           f"(labels: {', '.join(self.labels)})")
+        return (label,)
+
+    def name_of(self, label: str) -> str:
+        """Readable name of a class (its material's name) or group."""
+        group = self.group(label)
+        if group is not None:
+            return group.name
+        if label in self._index:
+            return self._index[label].name
+        return label
+
+    def evidence_of(self, cls: str) -> tuple[str, ...]:
+        """Elements XRF must see for a class or group to be called.
+
+        For a class, the union, in library order, of the evidence of the materials that count
+        as ``cls``: ``("Cu", "As")`` for emerald green (its entry; verdigris adds Cu, sodium
+        arsenite As). For a group, the elements every member needs (``("Pb",)`` for lead
+        white / red lead).
 
         Raises
         ------
         KeyError
-            If ``cls`` is not a class of the library.
+            If ``cls`` is not a class or group of the library.
         """
+        group = self.group(cls)
+        if group is not None:
+            each = [self.evidence_of(m) for m in group.members]
+            return tuple(el for el in each[0] if all(el in e for e in each[1:]))
         if cls not in self.classes:
             raise KeyError(f"no class {cls!r} in the library (classes: {', '.join(self.classes)})")
         found: dict[str, None] = {}
@@ -283,11 +388,11 @@ class PigmentLibrary:
         names = {m.abbreviation for m in materials}
         mixtures = tuple(mix for mix in self.mixtures
                          if all(abbr in names for abbr, _ in mix.pigments))
-        return PigmentLibrary(materials, self.sources, mixtures)
+        return PigmentLibrary(materials, self.sources, mixtures, self.groups)
 
     @property
     def classes(self) -> tuple[str, ...]:
-        """Label classes in library order, each once (the 11 of Table 1 for the built-in)."""
+        """Label classes in library order, each once (Table 1 first for the built-in)."""
         seen: dict[str, None] = {}
         for m in self.materials:
             if m.label is not None:
@@ -334,6 +439,7 @@ class PigmentLibrary:
             "version": 1,
             "materials": [m.to_dict() for m in self.materials],
             "mixtures": [m.to_dict() for m in self.mixtures],
+            "groups": [g.to_dict() for g in self.groups],
         }
 
     def save(self, path) -> None:
@@ -441,6 +547,9 @@ def _pigment(entry, where: str, index: int) -> Pigment:
     source = entry.get("source", "")
     if not isinstance(source, str):
         raise PigmentLibraryError(f"{label}: source must be a string")
+    typical = entry.get("typical", "")
+    if not isinstance(typical, str):
+        raise PigmentLibraryError(f"{label}: typical must be a string")
     substitute = entry.get("substitute")
     if substitute is not None:
         if not isinstance(substitute, Mapping) or not substitute:
@@ -452,10 +561,8 @@ def _pigment(entry, where: str, index: int) -> Pigment:
             except (TypeError, ValueError):
                 raise PigmentLibraryError(
                     f"{label}: substitute fraction {v!r} is not a number") from None
+        _check_fractions(fracs, f"{label}: substitute")
         total = sum(fracs.values())
-        if any(not f >= 0 for f in fracs.values()) or not total > 0:
-            raise PigmentLibraryError(
-                f"{label}: substitute fractions must be >= 0 with a positive sum")
         substitute = tuple((k, v / total) for k, v in fracs.items())
     return Pigment(
         abbreviation=abbr,
@@ -469,7 +576,19 @@ def _pigment(entry, where: str, index: int) -> Pigment:
         evidence=tuple(dict.fromkeys(evidence)),
         source=source,
         split=split,
+        typical=typical,
     )
+
+
+def _check_fractions(fractions: Mapping[str, float], label: str) -> None:
+    """Fractions must be >= 0 and sum to 1 (mass fractions) or 100 (mass %)."""
+    if any(not f >= 0 for f in fractions.values()):
+        raise PigmentLibraryError(f"{label}: fractions must be >= 0, got {dict(fractions)}")
+    total = sum(fractions.values())
+    if not any(abs(total - whole) <= _SUM_TOLERANCE * whole for whole in (1.0, 100.0)):
+        raise PigmentLibraryError(
+            f"{label}: fractions sum to {total:g}; give mass fractions summing to 1 or mass % "
+            "summing to 100")
 
 
 def _mixture(entry, where: str, index: int) -> Mixture:
@@ -489,9 +608,8 @@ def _mixture(entry, where: str, index: int) -> Mixture:
         fracs = {str(k): float(v) for k, v in pigments.items()}
     except (TypeError, ValueError):
         raise PigmentLibraryError(f"{label}: pigment fractions must be numbers") from None
+    _check_fractions(fracs, label)
     total = sum(fracs.values())
-    if any(not f >= 0 for f in fracs.values()) or not total > 0:
-        raise PigmentLibraryError(f"{label}: fractions must be >= 0 with a positive sum")
     position = entry.get("position")
     if position is not None and not isinstance(position, str):
         raise PigmentLibraryError(f"{label}: position must be a string")
@@ -501,7 +619,25 @@ def _mixture(entry, where: str, index: int) -> Mixture:
                    str(entry.get("note", "")))
 
 
-def _load_source(source) -> tuple[list[Pigment], list[Mixture], str, dict[str, str]]:
+def _group(entry, where: str, index: int) -> Group:
+    abbr = entry.get("abbreviation") if isinstance(entry, Mapping) else None
+    label = f"{where}: group {index}" + (f" ({abbr!r})" if abbr else "")
+    if not isinstance(entry, Mapping):
+        raise PigmentLibraryError(f"{label}: expected a table")
+    unknown = set(entry) - _GROUP_KEYS
+    if unknown:
+        raise PigmentLibraryError(f"{label}: unknown keys {sorted(unknown)}")
+    if not isinstance(abbr, str) or not abbr or "/" in abbr or abbr.strip() != abbr:
+        raise PigmentLibraryError(f"{label}: abbreviation must be a non-empty string without '/'")
+    members = entry.get("members")
+    if (not isinstance(members, list) or len(set(members)) < 2
+            or not all(isinstance(m, str) for m in members)):
+        raise PigmentLibraryError(f"{label}: members must list two or more class abbreviations")
+    return Group(abbr, str(entry.get("name", abbr)), tuple(dict.fromkeys(members)),
+                 str(entry.get("why", "")))
+
+
+def _load_source(source) -> tuple[list[Pigment], list[Mixture], list[Group], str, dict[str, str]]:
     if isinstance(source, Mapping):
         where = "<dict>"
         data = source
@@ -520,9 +656,13 @@ def _load_source(source) -> tuple[list[Pigment], list[Mixture], str, dict[str, s
     if not isinstance(raw, list):
         raise PigmentLibraryError(f"{where}: 'mixtures' must be a list")
     mixtures = [_mixture(e, where, i) for i, e in enumerate(raw)]
+    raw = data.get("groups", [])
+    if not isinstance(raw, list):
+        raise PigmentLibraryError(f"{where}: 'groups' must be a list")
+    groups = [_group(e, where, i) for i, e in enumerate(raw)]
     labels = {p.abbreviation: f"{where}: entry {i} ({p.abbreviation!r})"
               for i, p in enumerate(pigments)}
-    return pigments, mixtures, where, labels
+    return pigments, mixtures, groups, where, labels
 
 
 def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
@@ -533,9 +673,8 @@ def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
     path : str or Path, optional
         Library file (JSON, or TOML by extension) replacing the built-in one.
     extra : str, Path, mapping, or sequence of those, optional
-        More files (or already-parsed tables) of the same form. Their entries are appended;
-        an entry whose abbreviation (or mixture whose name) already exists replaces the
-        earlier one.
+        More files (or already-parsed tables) of the same form. Their materials, mixtures and
+        groups are appended; one that redefines an existing entry is an error.
 
     Returns
     -------
@@ -545,38 +684,63 @@ def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
     ------
     PigmentLibraryError
         For an unreadable file or an invalid entry (unknown element, bad formula,
-        density <= 0, unknown key, an evidence element not in the formula, a distractor with
-        a class or without a split, ...), naming the file and the entry.
+        density <= 0, unknown key, fractions that do not sum to 1 or 100, an evidence element
+        not in the formula, a distractor with a class or without a split, a redefined entry,
+        ...), naming the file and the entry.
 
     Examples
     --------
     >>> lib = load_pigment_library()
     >>> lib["VM"].formula
     'Hg1S1'
-    >>> lib.classes
+    >>> lib.classes[:11]
     ('CrG', 'CrY', 'CB', 'EG', 'IO', 'LW', 'PB', 'RL', 'CM', 'VM', 'ZW')
     """
-    base, base_mixtures, where, labels = _load_source(BUILTIN_PATH if path is None else path)
+    base, base_mixtures, base_groups, where, labels = _load_source(
+        BUILTIN_PATH if path is None else path)
     sources = [where]
     merged = {p.abbreviation: p for p in base}
     mixtures = {m.name: m for m in base_mixtures}
+    groups = {g.abbreviation: g for g in base_groups}
+    group_where = dict.fromkeys(groups, where)
     if extra is not None:
         if isinstance(extra, (str, Path, Mapping)):
             extra = [extra]
         if not isinstance(extra, Sequence):
             raise TypeError("extra must be a path, a mapping or a sequence of those")
         for source in extra:
-            more, more_mixtures, where, more_labels = _load_source(source)
+            more, more_mixtures, more_groups, where, more_labels = _load_source(source)
             sources.append(where)
-            labels.update(more_labels)
             for p in more:
+                if p.abbreviation in merged:
+                    raise PigmentLibraryError(
+                        f"{more_labels[p.abbreviation]}: {p.abbreviation!r} is already defined "
+                        f"by {labels[p.abbreviation]}; give your material another abbreviation "
+                        "(or pass a whole library file as the library path)")
                 merged[p.abbreviation] = p
+            labels.update(more_labels)
             for m in more_mixtures:
+                if m.name in mixtures:
+                    raise PigmentLibraryError(
+                        f"{where}: mixture {m.name!r} is already defined; give it another name")
                 mixtures[m.name] = m
+            for g in more_groups:
+                if g.abbreviation in groups:
+                    raise PigmentLibraryError(
+                        f"{where}: group {g.abbreviation!r} is already defined; give it another "
+                        "abbreviation")
+                groups[g.abbreviation] = g
+                group_where[g.abbreviation] = where
     # Evidence may sit in a substitute (defined later or in another file): check once merged,
     # naming the entry's file.
     for p in merged.values():
         problem = _evidence_problem(p, merged)
         if problem:
             raise PigmentLibraryError(f"{labels[p.abbreviation]}: {problem}")
-    return PigmentLibrary(tuple(merged.values()), tuple(sources), tuple(mixtures.values()))
+    try:
+        return PigmentLibrary(tuple(merged.values()), tuple(sources), tuple(mixtures.values()),
+                              tuple(groups.values()))
+    except PigmentLibraryError as exc:
+        if exc.group is None:
+            raise
+        raise PigmentLibraryError(f"{group_where[exc.group]}: {exc}") from None

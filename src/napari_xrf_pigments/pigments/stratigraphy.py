@@ -191,7 +191,8 @@ class Stratigraphy:
         ----------
         library : PigmentLibrary
         classes : sequence of str, optional
-            Class order; default ``library.classes``.
+            Label order, classes or groups (a group counts where any member does); default
+            ``library.classes``.
 
         Returns
         -------
@@ -201,8 +202,9 @@ class Stratigraphy:
         classes = library.classes if classes is None else tuple(classes)
         anywhere = self.present_classes(library)
         top = self.top_classes(library)
-        return (np.array([c in anywhere for c in classes], dtype=bool),
-                np.array([c in top for c in classes], dtype=bool))
+        members = [library.members_of(c) for c in classes]
+        return (np.array([any(m in anywhere for m in ms) for ms in members], dtype=bool),
+                np.array([any(m in top for m in ms) for ms in members], dtype=bool))
 
     def to_dict(self) -> dict[str, Any]:
         return {"layers": [layer.to_dict() for layer in self.layers]}

@@ -14,6 +14,7 @@ from napari_xrf_pigments.datasets.mockup import (
 )
 from napari_xrf_pigments.datasets.training import TrainingRecipe, generate_training_set
 from napari_xrf_pigments.io import open_cube
+from napari_xrf_pigments.pigments import load_pigment_library
 from napari_xrf_pigments.progress import run
 from napari_xrf_pigments.trainset import read_training_set
 
@@ -100,7 +101,7 @@ def test_cli_mockup_and_simulate_write_readable_files(tmp_path, capsys):
     assert main(["simulate", "--out", str(train_path), "--n", "64", "--seed", "2"]) == 0
     ts = read_training_set(train_path)
     assert len(ts) == 64 and ts.provenance["seed"] == 2
-    assert [p.abbreviation for p in ts.pigments] == ["CrG", "CrY", "CB", "EG", "IO", "LW", "PB", "RL", "CM", "VM", "ZW"]
+    assert [p.abbreviation for p in ts.pigments] == list(load_pigment_library().labels)
     # Detectable labels travel with the file: present ones whose own lines reach the detector.
     assert ts.detectable is not None and not (ts.detectable & ~ts.present).any()
     assert 0 < ts.detectable.sum() < ts.present.sum()
@@ -108,8 +109,9 @@ def test_cli_mockup_and_simulate_write_readable_files(tmp_path, capsys):
 
 # -- out-of-library distractors in mock-ups and training sets ---------------------------------
 
-# Titanium white (a distractor) as a top strip over a Table 2 bottom and a distractor mixture.
-FOREIGN = crossed_strips(("TiR", "Top 4"), ("Bottom 2A", "Azurite + lead white"),
+# Zirconium white (a training distractor) as a top strip over a Table 2 bottom and a mixture
+# with a test distractor (cerulean blue + zinc white).
+FOREIGN = crossed_strips(("ZrW", "Top 4"), ("Bottom 2A", "Cerulean blue + zinc white"),
                          strip_px=2, gap_px=2, margin_px=1)
 
 
@@ -121,21 +123,21 @@ def foreign_mockup():
 def test_mockup_with_distractor_strips(foreign_mockup):
     cube, truth = foreign_mockup
     top, bottom = truth["top_index"], truth["bottom_index"]
-    assert set(truth["distractor"]) == {"TiR", "Azu"}
-    assert np.array_equal(truth["distractor"]["TiR"], top == 0)
-    assert np.array_equal(truth["distractor"]["Azu"], bottom == 1)
-    # Distractors are no class: pure titanium white over the ground has no label at all.
+    assert set(truth["distractor"]) == {"ZrW", "CeB"}
+    assert np.array_equal(truth["distractor"]["ZrW"], top == 0)
+    assert np.array_equal(truth["distractor"]["CeB"], bottom == 1)
+    # Distractors are no class: pure zirconium white over the ground has no label at all.
     alone = (top == 0) & (bottom < 0)
     assert alone.any() and not any(m[alone].any() for m in truth["present"].values())
     assert not any(m[top == 0].any() for m in truth["top"].values())
-    # Under the titanium white, the lead white of Bottom 2A and of the azurite mixture counts.
-    assert truth["present"]["LW"][(top == 0) & (bottom >= 0)].all()
-    assert "Azu" not in truth["present"] and "TiR" not in truth["top"]
-    ti = band(cube, 4.4, 4.6)  # Ti Ka
-    cu = band(cube, 7.95, 8.15)  # Cu Ka
-    assert ti[top == 0].mean() > 20 * ti[top != 0].mean()
+    # Under the zirconium white, the zinc white of Bottom 2A and of the cerulean mixture counts.
+    assert truth["present"]["ZW"][(top == 0) & (bottom >= 0)].all()
+    assert "CeB" not in truth["present"] and "ZrW" not in truth["top"]
+    zr = band(cube, 15.6, 15.9)  # Zr Ka
+    sn = band(cube, 25.0, 25.5)  # Sn Ka
+    assert zr[top == 0].mean() > 20 * zr[top != 0].mean()
     exposed = (bottom == 1) & (top < 0)
-    assert cu[exposed].mean() > 20 * cu[bottom != 1].mean()
+    assert sn[exposed].mean() > 20 * sn[bottom != 1].mean()
 
 
 def test_mockup_truth_with_distractors_round_trips(tmp_path, foreign_mockup, small_mockup):
@@ -145,7 +147,7 @@ def test_mockup_truth_with_distractors_round_trips(tmp_path, foreign_mockup, sma
 
     _, truth = foreign_mockup
     back = read_truth(write_truth(tmp_path / "t.h5", truth))
-    assert set(back["distractor"]) == {"TiR", "Azu"}
+    assert set(back["distractor"]) == {"ZrW", "CeB"}
     for abbr, mask in truth["distractor"].items():
         assert np.array_equal(back["distractor"][abbr], mask)
     # Mock-ups without distractors write no /distractor group, as before; reading gives {}.
@@ -164,8 +166,48 @@ def test_mockup_strips_may_be_pure_materials_and_unknown_names_fail():
     assert strip_pigments("VM", lib) == {"VM": 1.0} and strip_pigments("Mal", lib) == {"Mal": 1.0}
     assert strip_pigments("Top 4", lib) == dict(lib.mixture("Top 4").pigments)
     for name in ("Top 9", "CC", "alkyd"):  # unknown; the ground and binders are no paint
-        with pytest.raises(InvalidDataError, match="Top 1.*TiR"):
+        with pytest.raises(InvalidDataError, match="Top 1.*TiW"):
             run(simulate_mockup(crossed_strips((name,), ("Bottom 1A",)), live_time_s=0.1))
+
+
+def test_mockup_strips_may_be_mass_parts_of_materials():
+    from napari_xrf_pigments.datasets.mockup import strip_pigments
+    from napari_xrf_pigments.errors import InvalidDataError
+
+    lib = load_pigment_library()
+    assert strip_pigments("LTY:50+Azu:50", lib) == {"LTY": 0.5, "Azu": 0.5}
+    assert strip_pigments("LW:3 + UM:1", lib) == {"LW": 0.75, "UM": 0.25}
+    for bad, why in (("LTY:0+Azu:50", "positive"), ("LTY:x", "positive"),
+                     ("Foo:1+LW:1", "LTY:50\\+Azu:50"), ("CC:1", "unknown strip")):
+        with pytest.raises(InvalidDataError, match=why):
+            strip_pigments(bad, lib)
+
+
+def test_noise_free_training_set_has_the_same_paint():
+    recipe = TrainingRecipe(**TINY)
+    noisy = run(generate_training_set(40, seed=4, recipe=recipe))
+    clean = run(generate_training_set(40, seed=4, recipe=recipe, noise=False))
+    assert np.array_equal(noisy.present, clean.present)
+    assert np.array_equal(noisy.detectable, clean.detectable)
+    assert clean.provenance["noise"] is False and noisy.provenance["noise"] is True
+    assert not np.array_equal(np.round(clean.spectra), clean.spectra)  # expected, not counts
+    # Poisson counts scatter around the expected counts.
+    total_noisy, total_clean = noisy.spectra.sum(axis=1), clean.spectra.sum(axis=1)
+    assert np.all(np.abs(total_noisy - total_clean) < 6 * np.sqrt(total_clean) + 5)
+
+
+def test_group_labels_follow_their_members():
+    lib = load_pigment_library()
+    ts = run(generate_training_set(120, seed=6, recipe=TrainingRecipe(**TINY)))
+    assert ts.abbreviations == list(lib.labels)
+    for group in lib.groups:
+        members = [ts.abbreviations.index(m) for m in group.members]
+        column = ts.abbreviations.index(group.abbreviation)
+        for labels in (ts.present, ts.top):
+            assert np.array_equal(labels[:, column], labels[:, members].any(axis=1))
+        # A group is detectable where any member is (its lines together reach the detector).
+        assert not (ts.detectable[:, members].any(axis=1) & ~ts.detectable[:, column]).any()
+        assert not (ts.detectable[:, column] & ~ts.present[:, column]).any()
 
 
 def test_distractors_in_the_library_leave_mockups_unchanged(small_mockup):
@@ -227,20 +269,20 @@ def test_sampler_draws_only_distractors_of_the_split():
 def test_training_set_with_distractors():
     from napari_xrf_pigments.pigments import load_pigment_library
 
-    # One paint layer of anatase (a test distractor), pure or with class pigments.
-    lib = load_pigment_library().without_distractors(keep=("TiA",))
+    # One paint layer of cadmium red (a test distractor), pure or with class pigments.
+    lib = load_pigment_library().without_distractors(keep=("CdR",))
     recipe = TrainingRecipe(**TINY, p_distractor=1.0, distractor_split="test",
                             p_two_layers=0.0, p_bare_ground=0.0)
     ts = run(generate_training_set(120, seed=2, recipe=recipe, library=lib))
     assert ts.params["distractor_present"].all() and ts.params["distractor_top"].all()
-    assert [p.abbreviation for p in ts.pigments] == list(lib.classes)
+    assert [p.abbreviation for p in ts.pigments] == list(lib.labels)
     pure = ~ts.present.any(axis=1)  # a pure distractor over the ground: no label at all
     assert 30 < pure.sum() < 90 and np.array_equal(ts.present, ts.top)
     e = ts.energy
-    ti = ts.spectra[:, (e > 4.4) & (e < 4.6)].sum(axis=1) / ts.params["live_time_s"]
+    cd = ts.spectra[:, (e > 23.0) & (e < 23.35)].sum(axis=1) / ts.params["live_time_s"]  # Cd Ka
     plain = run(generate_training_set(120, seed=2, recipe=TrainingRecipe(**TINY)))
-    ti_plain = plain.spectra[:, (e > 4.4) & (e < 4.6)].sum(axis=1) / plain.params["live_time_s"]
-    assert np.median(ti) > 5 * np.median(ti_plain)
+    cd_plain = plain.spectra[:, (e > 23.0) & (e < 23.35)].sum(axis=1) / plain.params["live_time_s"]
+    assert np.median(cd) > 5 * np.median(cd_plain)
 
 
 def test_cli_simulate_with_distractors(tmp_path, capsys):

@@ -32,7 +32,7 @@ def spectra():
     simulator = FastSimulator(instrument, library)
     rng = np.random.default_rng(0)
     out = {}
-    for name, layer in {"titanium white": {"TiR": 1.0}, "azurite": {"Azu": 1.0},
+    for name, layer in {"titanium white": {"TiW": 1.0}, "azurite": {"Azu": 1.0},
                         "emerald green": {"EG": 1.0}, "vermilion": {"VM": 1.0},
                         "lead white": {"LW": 1.0}}.items():
         strat = Stratigraphy((Layer(library.expand_substitutes(layer), 60.0), ground_layer(150.0)))

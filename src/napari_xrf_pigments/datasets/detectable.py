@@ -6,6 +6,10 @@ spectrum is simulated once more with the pigment's materials replaced by the lay
 (same mass), and the pigment is detectable when, in the windows of its evidence elements' main
 lines (+-1 FWHM), the counts it adds exceed ``DETECTABLE_SIGMA`` times the square root of the
 counts of everything else there, for every one of its evidence elements.
+
+A pigment without evidence elements (ultramarine: no line above the 2.8 keV crop) changes only
+scatter and attenuation: it is detectable when the whole spectrum differs from the one without
+it by ``DETECTABLE_SIGMA`` (the Poisson likelihood-ratio distance, ``sqrt(sum((e - o)**2 / o))``).
 """
 
 from __future__ import annotations
@@ -21,17 +25,19 @@ _MIN_RATE = 0.05
 def without_class(stratigraphy, cls: str, library):
     """The stratigraphy with every material of class ``cls`` replaced by its layer's binder.
 
-    A layer made of nothing else becomes a layer of binder of the same thickness.
+    For a group, the materials of all its members go. A layer made of nothing else becomes a
+    layer of binder of the same thickness.
     """
     from ..pigments import Layer, Stratigraphy
 
+    members = library.members_of(cls)
     layers = []
     for layer in stratigraphy.layers:
-        removed = sum(f for a, f in layer.pigments if library[a].label == cls)
+        removed = sum(f for a, f in layer.pigments if library[a].label in members)
         if removed == 0:
             layers.append(layer)
             continue
-        kept = {a: f for a, f in layer.pigments if library[a].label != cls}
+        kept = {a: f for a, f in layer.pigments if library[a].label not in members}
         pigment_share = (1.0 - layer.binder_fraction) * (1.0 - removed)
         if not kept or pigment_share <= 0:
             layers.append(Layer({layer.binder: 1.0}, layer.thickness_um, binder=layer.binder))
@@ -77,8 +83,7 @@ def detectable_labels(strata, present, classes, simulator, library, *, live_time
     Returns
     -------
     ndarray of bool, shape (n, n_classes)
-        A subset of ``present``. Classes without evidence elements (nothing to see) stay as
-        present.
+        A subset of ``present``.
     """
     readout = simulator.instrument.readout if readout is None else readout
     live = np.broadcast_to(np.asarray(live_time_s, dtype=np.float64), (len(strata),))
@@ -89,18 +94,23 @@ def detectable_labels(strata, present, classes, simulator, library, *, live_time
     detectable = np.array(present, dtype=bool, copy=True)
     energies = readout.energies()
     for j, cls in enumerate(classes):
-        evidence = library.evidence_of(cls)
         rows = np.flatnonzero(detectable[:, j])
-        if not evidence or rows.size == 0:
+        if rows.size == 0:
             continue
-        windows = line_windows(evidence, energies, readout.fwhm_keV)
-        if not windows.any(axis=1).all():  # an evidence element with no line in range
+        evidence = library.evidence_of(cls)
+        windows = line_windows(evidence, energies, readout.fwhm_keV) if evidence else None
+        if evidence and not windows.any(axis=1).all():  # an evidence element with no line in range
             detectable[rows, j] = False
             continue
         others = simulator.simulate([without_class(strata[i], cls, library) for i in rows],
                                     readout=readout, live_time_s=live[rows])
         if background is not None:
             others = others + background[rows]
+        if windows is None:
+            distance = np.sqrt(np.sum((expected[rows] - others) ** 2 / np.maximum(others, 1.0),
+                                      axis=1))
+            detectable[rows, j] = distance >= DETECTABLE_SIGMA
+            continue
         signal = (expected[rows] - others) @ windows.T.astype(np.float64)  # (rows, elements)
         noise = np.sqrt(np.maximum(others @ windows.T.astype(np.float64), 1.0))
         detectable[rows, j] = np.all(signal >= DETECTABLE_SIGMA * noise, axis=1)

@@ -101,13 +101,14 @@ class MockupRecipe:
 
 
 def strip_pigments(name: str, library) -> dict[str, float]:
-    """The pigments of a strip: a named mixture, else one material of the library, pure.
+    """The pigments of a strip: a named mixture, one material of the library, or a mixture spec.
 
     Parameters
     ----------
     name : str
-        Mixture name (``"Bottom 4A"``; wins if a material has the same name) or abbreviation
-        of a pigment or distractor (``"LW"``, ``"Azu"``).
+        Mixture name (``"Bottom 4A"``; wins if a material has the same name), abbreviation of
+        a pigment or distractor (``"LW"``, ``"Azu"``), or mass parts of materials joined by
+        ``+`` (``"LTY:50+Azu:50"``).
     library : PigmentLibrary
 
     Returns
@@ -127,12 +128,28 @@ def strip_pigments(name: str, library) -> dict[str, float]:
             return dict(mix.pigments)
     if name in library and library[name].kind in ("pigment", "distractor"):
         return {name: 1.0}
+    parts = [part.strip().rpartition(":") for part in name.split("+")]
+    if all(sep for _, sep, _ in parts):
+        fractions = {}
+        for abbr, _, amount in parts:
+            try:
+                value = float(amount)
+            except ValueError:
+                value = float("nan")
+            if not value > 0 or value == float("inf"):
+                raise InvalidDataError(
+                    f"strip {name!r}: {amount!r} is not a positive mass part of {abbr!r}")
+            fractions[abbr] = fractions.get(abbr, 0.0) + value
+        for abbr in fractions:
+            strip_pigments(abbr, library)  # one material each (or the error listing them)
+        total = sum(fractions.values())
+        return {abbr: value / total for abbr, value in fractions.items()}
     mixtures = ", ".join(m.name for m in library.mixtures)
     materials = ", ".join(m.abbreviation for m in library
                           if m.kind in ("pigment", "distractor"))
     raise InvalidDataError(
-        f"unknown strip {name!r}: not a mixture or a pigment of the library "
-        f"(mixtures: {mixtures}; pigments and distractors: {materials})"
+        f"unknown strip {name!r}: not a mixture or a pigment of the library, nor mass parts "
+        f"such as LTY:50+Azu:50 (mixtures: {mixtures}; pigments and distractors: {materials})"
     )
 
 
@@ -194,7 +211,7 @@ def simulate_mockup(
     used = {abbr for fractions in pigments.values() for abbr, f in fractions.items() if f > 0}
     distractors = tuple(m.abbreviation for m in library.distractors() if m.abbreviation in used)
     rng = np.random.default_rng(seed)
-    classes = tuple(library.classes)
+    classes = library.labels  # the classes, then the groups
     rows, cols = layout.shape
 
     top_um = rng.uniform(*recipe.top_um, len(layout.tops))
@@ -304,14 +321,14 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
                 g = h5.create_group(group)
                 for abbr, mask in truth[group].items():
                     g.create_dataset(abbr, data=np.asarray(mask, dtype=bool))
-                    if abbr in library:
-                        g[abbr].attrs["pigment"] = library[abbr].name
+                    if abbr in library or library.group(abbr) is not None:
+                        g[abbr].attrs["pigment"] = library.name_of(abbr)
             strips = h5.create_group("strips")
             strips.create_dataset("top_index", data=truth["top_index"])
             strips.create_dataset("bottom_index", data=truth["bottom_index"])
             h5.attrs["mockup"] = json.dumps(truth["attrs"])
             h5.attrs["pigments"] = json.dumps(
-                [{"abbreviation": a, "name": library[a].name} for a in truth["present"]]
+                [{"abbreviation": a, "name": library.name_of(a)} for a in truth["present"]]
             )
     return path
 

@@ -148,12 +148,9 @@ class _LayerSampler:
     def __init__(self, library, recipe: TrainingRecipe, rng):
         self.library, self.recipe, self.rng = library, recipe, rng
         self.classes = tuple(library.classes)
-        # Recipes with distractors are for mock-up strips; the Table 2 branch draws from the
-        # others only (as many as before distractors existed, so the same draws).
-        self.mixtures = tuple(
-            mix for mix in library.mixtures
-            if not any(library[a].kind == "distractor" for a, _ in mix.pigments)
-        )
+        # The Table 2 branch draws the paper's recipes (those with a position); the others are
+        # mock-up strips.
+        self.mixtures = tuple(mix for mix in library.mixtures if mix.position is not None)
         self.distractors = ()
         if recipe.p_distractor > 0:
             self.distractors = tuple(
@@ -252,6 +249,7 @@ def generate_training_set(
     background_cps=None,
     batch_size: int = 512,
     detectable: bool = True,
+    noise: bool = True,
 ):
     """Simulate a labelled training set (a progress job; see :mod:`..progress`).
 
@@ -274,6 +272,10 @@ def generate_training_set(
     detectable : bool
         Also label which present classes reach the detector (:mod:`.detectable`; costs one
         more simulation per present class, about 3x the time; the spectra do not change).
+    noise : bool
+        Poisson counts (default). False writes the expected counts themselves, for measuring
+        what the physics allows without counting noise (the same paint and labels for the
+        same seed).
 
     Yields
     ------
@@ -299,7 +301,7 @@ def generate_training_set(
     recipe = TrainingRecipe() if recipe is None else recipe
     rng = np.random.default_rng(seed)
     sampler = _LayerSampler(library, recipe, rng)
-    classes = sampler.classes
+    classes = library.labels  # the classes, then the groups
     energy = instrument.readout.energies()
     if background_cps is not None:
         background_cps = np.asarray(background_cps, dtype=np.float64)
@@ -362,7 +364,8 @@ def generate_training_set(
                         (live_time[part] * background_level[part])[:, None] * background_cps
                     ).astype(expected.dtype)
                     expected = expected + background
-                spectra[part] = rng.poisson(np.clip(expected, 0.0, None))
+                expected_counts = np.clip(expected, 0.0, None)
+                spectra[part] = rng.poisson(expected_counts) if noise else expected_counts
                 if detectable is not None:
                     detectable[part] = detectable_labels(
                         part_strats, present[part], classes, simulator, library,
@@ -380,6 +383,8 @@ def generate_training_set(
         "recipe": dataclasses.asdict(recipe),
         "instrument": instrument.to_dict(),
         "background": background_cps is not None,
+        "noise": noise,
+        "groups": [g.to_dict() for g in library.groups],
     }
     params = {
         "n_layers": n_layers,
@@ -396,7 +401,7 @@ def generate_training_set(
         energy=energy,
         present=present,
         top=top,
-        pigments=as_pigment_labels([(c, library[c].name) for c in classes]),
+        pigments=as_pigment_labels([(c, library.name_of(c)) for c in classes]),
         provenance=json.loads(json.dumps(provenance, default=str)),
         params=params,
         detectable=detectable,

@@ -73,7 +73,8 @@ def _cmd_simulate(args) -> int:
         background = estimate_background(open_cube(args.background), instrument.readout)
     data = run_with_tqdm(
         generate_training_set(args.n, seed=args.seed, instrument=instrument, background_cps=background,
-                              recipe=TrainingRecipe(p_distractor=args.distractors)),
+                              recipe=TrainingRecipe(p_distractor=args.distractors),
+                              noise=not args.noise_free),
         desc="simulate (spectra)",
     )
     data.provenance["command"] = "xrf-pigments " + " ".join(sys.argv[1:])
@@ -97,23 +98,26 @@ def _cmd_mockup(args) -> int:
     from .datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips, simulate_mockup, write_truth
     from .io import write_cube
     from .io._atomic import check_output_path
+    from .pigments import load_pigment_library
     from .progress import run_with_tqdm
 
     check_output_path(args.out, force=args.force)
     if args.truth is not None:
         check_output_path(args.truth, force=args.force)
+    library = load_pigment_library(extra=args.library) if args.library else None
     layout = crossed_strips(
         _names(args.tops) or FIG7_TOPS, _names(args.bottoms) or FIG7_BOTTOMS
     )
     cube, truth = run_with_tqdm(
         simulate_mockup(
-            layout, seed=args.seed, instrument=_load_instrument(args.instrument), live_time_s=args.live_time
+            layout, seed=args.seed, instrument=_load_instrument(args.instrument),
+            live_time_s=args.live_time, library=library,
         ),
         desc="mockup (rows)",
     )
     write_cube(args.out, cube, force=args.force)
     if args.truth is not None:
-        write_truth(args.truth, truth, force=args.force)
+        write_truth(args.truth, truth, library, force=args.force)
     rows, cols, chans = cube.shape
     print(f"mock-up cube {rows} x {cols} x {chans} written to {args.out}"
           + (f", ground truth to {args.truth}" if args.truth else ""))
@@ -409,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'distractor' pigments (train split of the library; pure, or mixed "
                         "with class pigments), labelled as none of the classes (default 0: "
                         "the same spectra as before distractors existed)")
+    p.add_argument("--noise-free", action="store_true",
+                   help="write the expected counts without Poisson noise (to measure what the "
+                        "physics allows; train on them without --augment)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_simulate)
 
@@ -418,11 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instrument", default=None, help="instrument file (.json/.toml) or PyMca .cfg")
     p.add_argument("--live-time", type=float, default=None, help="dwell per pixel in s (default 10)")
     p.add_argument("--tops", default=None,
-                   help="top strips, comma-separated mixture names of the library (Table 2) or "
-                        'material abbreviations such as TiA (default "Top 2,Top 1,Top 3,Top 4")')
+                   help="top strips, comma-separated: mixture names of the library (\"Top 2\", "
+                        '"Smalt + lead white"), material abbreviations (TiW) or mass %% mixtures '
+                        '(LTY:50+Azu:50) (default "Top 2,Top 1,Top 3,Top 4")')
     p.add_argument("--bottoms", default=None,
-                   help="bottom strips, comma-separated mixture names or material abbreviations "
-                        "(default: the paper's Fig. 7)")
+                   help="bottom strips, the same way (default: the paper's Fig. 7)")
+    p.add_argument("--library", action="append", default=None, metavar="FILE",
+                   help="pigment library file (.json/.toml) adding your own pigments and "
+                        "mixtures to the built-in ones; repeatable")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_mockup)

@@ -148,6 +148,23 @@ def test_predict_to_file_layout(model, tmp_path):
         run(predict_to_file(cube, out, model))
 
 
+def test_group_columns_write_their_members(tmp_path):
+    """A model column standing for a group of pigments gets a map with ``members`` (names)."""
+    net = build_model(150, 3, filters=(8, 8, 8, 8, 16), kernel_sizes=(4, 5, 3, 3, 2),
+                      post_filters=16)
+    group = {"abbreviation": "A+B", "name": "Alpha / beta", "members": ["A", "B"]}
+    pm = PigmentModel(net, (("A", "Alpha"), ("B", "Beta"), ("A+B", "Alpha / beta")),
+                      Preprocessing(2.8 + 0.02 * np.arange(150)), {"groups": [group]})
+    assert pm.groups == {"A+B": ("A", "B")}
+    saved = load_model(pm.save(tmp_path / "model"), cache=False)
+    assert saved.groups == {"A+B": ("A", "B")}
+    cube = XRFCube.from_array(np.ones((2, 3, 300), np.float32), energy=ENERGY)
+    maps, _ = read_maps(run(predict_to_file(cube, tmp_path / "maps.h5", saved, evidence=False)))
+    assert maps["A+B"][1]["members"] == ["Alpha", "Beta"]
+    assert maps["A+B"][1]["pigment"] == "Alpha / beta"
+    assert "members" not in maps["A"][1]
+
+
 def test_cancel_leaves_no_file(model, tmp_path):
     counts, _ = cube_counts(6, 5)
     cube = XRFCube.from_array(counts, energy=ENERGY)

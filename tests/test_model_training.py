@@ -206,3 +206,18 @@ def test_calibration_error_and_temperature():
     assert cal["temperature"]["present"] == pytest.approx(t, rel=1e-3)
     assert cal["validation_ece"]["present"][1] < cal["validation_ece"]["present"][0]
     assert expected_calibration_error(np.array([True, False]), np.array([1.0, 0.0])) == 0.0
+
+
+def test_groups_of_the_training_set_reach_the_model(tmp_path):
+    """Group columns (a label true where any member's is) are trained like the others and
+    recorded in the model's metadata."""
+    spectra, present, top = make_set(200, seed=3)
+    either = (present[:, 0] | present[:, 1])[:, None]
+    group = {"abbreviation": "AA+BB", "name": "Alpha / beta", "members": ["AA", "BB"]}
+    data = TrainingSet(spectra, ENERGY, np.hstack([present, either]),
+                       np.hstack([top, (top[:, 0] | top[:, 1])[:, None]]),
+                       (*PIGMENTS, ("AA+BB", "Alpha / beta")), provenance={"groups": [group]})
+    result = run(train(data, folds=1, epochs=1, batch_size=32, architecture=TINY_ARCH))
+    assert result.model.groups == {"AA+BB": ("AA", "BB")}
+    assert result.model.abbreviations[-1] == "AA+BB"
+    assert "AA+BB" in result.metrics["present"]

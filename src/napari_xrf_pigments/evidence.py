@@ -401,8 +401,9 @@ class EvidenceSpec:
     def for_model(cls, model, library=None) -> EvidenceSpec:
         """Evidence of a model's pigments, from the pigment library (default: the built-in).
 
-        A model column is matched to the library class of the same abbreviation and name;
-        columns without one are ``missing``.
+        A model column is matched to the library class or group of the same abbreviation and
+        name; columns without one are ``missing``. A group needs the elements all its members
+        need, and explains those of any member.
         """
         if library is None:
             from .pigments import load_pigment_library
@@ -410,11 +411,12 @@ class EvidenceSpec:
             library = load_pigment_library()
         out, missing = [], []
         for abbreviation, name in model.pigments:  # PigmentLabel or plain pairs
-            if abbreviation not in library.classes or library[abbreviation].name != name:
+            if abbreviation not in library.labels or library.name_of(abbreviation) != name:
                 missing.append(abbreviation)
                 out.append(PigmentEvidence(abbreviation))
                 continue
-            elements = sorted({el for m in library if m.label == abbreviation for el in m.elements})
+            members = library.members_of(abbreviation)
+            elements = sorted({el for m in library if m.label in members for el in m.elements})
             out.append(PigmentEvidence(abbreviation, library.evidence_of(abbreviation),
                                        tuple(elements)))
         ground = {el for m in library.of_kind("ground") for el in m.elements}

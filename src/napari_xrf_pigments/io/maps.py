@@ -130,6 +130,14 @@ def _prepare(maps: Mapping) -> dict:
     return prepared
 
 
+def _json_list(text) -> list:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return [str(text)]
+    return value if isinstance(value, list) else [str(value)]
+
+
 def _decode(value):
     if isinstance(value, bytes):
         return value.decode()
@@ -184,5 +192,7 @@ def read_maps(path, *, group: str = "maps") -> tuple[dict, dict]:
         for name, ds in (f[group].items() if group in f else ()):
             if isinstance(ds, h5py.Dataset) and ds.ndim == 2:
                 attrs = {k: _decode(v) for k, v in ds.attrs.items()}
+                if "members" in attrs:  # a group's member names, stored as a JSON list
+                    attrs["members"] = _json_list(attrs["members"])
                 maps[name] = (ds[()].astype(np.float32), attrs)
     return maps, root

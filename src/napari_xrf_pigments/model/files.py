@@ -89,6 +89,11 @@ class PigmentModel:
     def name(self) -> str:
         return self.metadata.get("name") or (self.path.name if self.path else "unsaved model")
 
+    @property
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """Output columns that stand for a group of pigments: abbreviation -> member abbreviations."""
+        return {g["abbreviation"]: tuple(g["members"]) for g in self.metadata.get("groups", ())}
+
     def check_pigments(self, pigments) -> None:
         """Raise :class:`PigmentMismatchError` unless ``pigments`` equals the model's list.
 
@@ -136,6 +141,7 @@ class PigmentModel:
             metrics=meta.get("metrics"),
             name=meta.get("name"),
             calibration=meta.get("calibration"),
+            groups=meta.get("groups"),
             force=force,
         )
 
@@ -154,6 +160,7 @@ def build_metadata(
     metrics=None,
     name=None,
     calibration=None,
+    groups=None,
 ) -> dict:
     """The metadata dictionary stored beside the weights (JSON-ready)."""
     import keras
@@ -177,6 +184,7 @@ def build_metadata(
         "training": training or {},
         "metrics": metrics or {},
         **({"calibration": calibration} if calibration else {}),
+        **({"groups": list(groups)} if groups else {}),
     }
 
 
@@ -191,6 +199,7 @@ def save_model(
     metrics: dict | None = None,
     name: str | None = None,
     calibration: dict | None = None,
+    groups=None,
     force: bool = False,
 ) -> Path:
     """Save weights and metadata into the directory ``path`` (written atomically).
@@ -210,6 +219,9 @@ def save_model(
     calibration : dict, optional
         Temperature scaling of the outputs (``{"temperature": {"present": T, ...}}``),
         applied by the predictor.
+    groups : list of dict, optional
+        Output columns that stand for pigments XRF cannot tell apart:
+        ``{"abbreviation", "name", "members"}`` each (see :class:`~napari_xrf_pigments.pigments.Group`).
     force : bool
         Replace an existing model directory.
 
@@ -227,7 +239,7 @@ def save_model(
     pigments = as_pigment_labels(pigments)
     meta = build_metadata(
         keras_model, pigments=pigments, preprocessing=preprocessing, architecture=architecture,
-        training=training, metrics=metrics, name=name, calibration=calibration,
+        training=training, metrics=metrics, name=name, calibration=calibration, groups=groups,
     )
     _check_network(keras_model, meta, where="the model to save")
     path = check_output_path(path, force=force)

@@ -71,6 +71,9 @@ class PigmentPrediction:
         ``"checked"`` or ``"unavailable"``.
     warnings : list of str
         What the user should know about these maps (one line each).
+    groups : dict of str -> tuple of str
+        Output columns that stand for pigments XRF cannot tell apart: abbreviation -> the
+        members' names (written as the maps' ``members`` attribute).
     """
 
     maps: dict
@@ -81,6 +84,7 @@ class PigmentPrediction:
     unexplained_elements: dict = field(default_factory=dict)
     evidence: str = "unavailable"
     warnings: list = field(default_factory=list)
+    groups: dict = field(default_factory=dict)
 
     def to_maps(self) -> dict:
         """Maps in :func:`~napari_xrf_pigments.io.maps.write_maps` form.
@@ -88,7 +92,7 @@ class PigmentPrediction:
         Names are the abbreviation (``"VM"``, layer "any"), ``"<abbreviation>_top"`` (layer
         "top"), ``"unexplained"`` and ``"unexplained_<element>"``.
         """
-        out = _pigment_maps(self.maps, self.pigments, self.evidence)
+        out = _pigment_maps(self.maps, self.pigments, self.evidence, self.groups)
         if self.unexplained is not None:
             out["unexplained"] = (self.unexplained, {"kind": "unexplained", "unit": "score"})
             for element, values in self.unexplained_elements.items():
@@ -115,26 +119,27 @@ class PigmentPrediction:
 
     def raw_maps(self) -> dict:
         """The network's own probabilities, in :meth:`to_maps` form (empty without evidence)."""
-        return _pigment_maps(self.raw, self.pigments, "raw") if self.raw else {}
+        return _pigment_maps(self.raw, self.pigments, "raw", self.groups) if self.raw else {}
 
 
-def _pigment_maps(maps: dict, pigments, evidence: str) -> dict:
+def _pigment_maps(maps: dict, pigments, evidence: str, groups=None) -> dict:
+    groups = groups or {}
     out = {}
     for output, layer, suffix in (("present", "any", ""), ("top", "top", "_top")):
         if output not in maps:
             continue
         for i, p in enumerate(pigments):
-            out[f"{p.abbreviation}{suffix}"] = (
-                maps[output][..., i],
-                {
-                    "kind": "pigment",
-                    "abbreviation": p.abbreviation,
-                    "pigment": p.name,
-                    "layer": layer,
-                    "unit": "probability",
-                    "evidence": evidence,
-                },
-            )
+            attrs = {
+                "kind": "pigment",
+                "abbreviation": p.abbreviation,
+                "pigment": p.name,
+                "layer": layer,
+                "unit": "probability",
+                "evidence": evidence,
+            }
+            if p.abbreviation in groups:
+                attrs["members"] = list(groups[p.abbreviation])
+            out[f"{p.abbreviation}{suffix}"] = (maps[output][..., i], attrs)
     return out
 
 
@@ -415,14 +420,17 @@ class Predictor:
                 "range): the cube is empty there, or its calibration is wrong"
             )
         warnings = checker.warnings if checker is not None else []
+        names = {p.abbreviation: p.name for p in self.model.pigments}
+        groups = {g: tuple(names.get(m, m) for m in members)
+                  for g, members in self.model.groups.items()}
         if raw is None or not checker.available:
             # Unchecked: the network's own maps (all of them, if the check failed half way).
             return PigmentPrediction(maps if raw is None else raw, self.model.pigments,
-                                     self.model.name, warnings=warnings)
+                                     self.model.name, warnings=warnings, groups=groups)
         return PigmentPrediction(
             maps, self.model.pigments, self.model.name, raw=raw,
             unexplained=checker.unexplained, unexplained_elements=checker.unexplained_elements(),
-            evidence="checked", warnings=warnings,
+            evidence="checked", warnings=warnings, groups=groups,
         )
 
 

@@ -367,6 +367,8 @@ def train(
         "metrics": metrics,
         "pigments": [p._asdict() for p in data.pigments],
         "outputs": list(net.output_names),
+        "groups": [g for g in data.provenance.get("groups", ())
+                   if g["abbreviation"] in data.abbreviations],
     }
     model = PigmentModel(net, data.pigments, preprocessing, meta, None)
     return TrainResult(model, metrics, fold_results, history, best_fold)

@@ -8,24 +8,80 @@ import pytest
 from napari_xrf_pigments import compare
 from napari_xrf_pigments.pigments import load_pigment_library
 
+PAPER_PAIRING = {
+    "CrG": ["Cr K"],
+    "CrY": ["Cr K", "Pb L"],
+    "CB": ["Co K"],
+    "EG": ["Cu K", "As K"],
+    "IO": ["Fe K"],
+    "LW": ["Pb L"],
+    "PB": ["Fe K"],
+    "RL": ["Pb L"],
+    "CM": ["Sn K"],
+    "VM": ["Hg L"],
+    "ZW": ["Zn K"],
+}
+NEW_PAIRING = {
+    "Azu": ["Cu K"],
+    "Mal": ["Cu K"],
+    "Sm": ["Co K"],  # its K and As vary: not its tracers
+    "UM": [],  # no element XRF sees
+    "LTY": ["Sn K", "Pb L"],
+    "NapY": ["Sb K", "Pb L"],
+    "TiW": ["Ti K"],
+    "CdY": ["Cd K"],
+    "Orp": ["As K"],
+    "YO": ["Fe K"],
+    "RU": ["Mn K", "Fe K"],
+}
+GROUP_PAIRING = {"LW+RL": ["Pb L"], "IO+PB+YO": ["Fe K"], "Azu+Mal": ["Cu K"]}
+
 
 def test_default_pairing_of_the_papers_pigments():
+    assert compare.default_pairing(list(PAPER_PAIRING)) == PAPER_PAIRING
+
+
+def test_default_pairing_covers_every_class_and_group_of_the_library():
+    library = load_pigment_library()
     pairing = compare.default_pairing()
-    assert pairing == {
-        "CrG": ["Cr K"],
-        "CrY": ["Cr K", "Pb L"],
-        "CB": ["Co K"],
-        "EG": ["Cu K", "As K"],
-        "IO": ["Fe K"],
-        "LW": ["Pb L"],
-        "PB": ["Fe K"],
-        "RL": ["Pb L"],
-        "CM": ["Sn K"],
-        "VM": ["Hg L"],
-        "ZW": ["Zn K"],
-    }
-    # Every class of the built-in library gets a pairing.
-    assert set(pairing) == set(load_pigment_library().classes)
+    # The library's labels in order: the classes, then the groups (a model's output columns).
+    assert list(pairing) == list(library.labels)
+    assert pairing == {**PAPER_PAIRING, **NEW_PAIRING, **GROUP_PAIRING}
+
+
+def test_every_evidence_element_of_every_label_is_paired():
+    # Fails when a class or group of the library gains an evidence element that its pairing
+    # leaves out (more than MAX_ELEMENTS, or an element below MIN_Z).
+    from napari_xrf_pigments.pigments._elements import ATOMIC_NUMBER
+
+    library = load_pigment_library()
+    for label in library.labels:
+        evidence = library.evidence_of(label)
+        assert len(evidence) <= compare.MAX_ELEMENTS, label
+        paired = compare.default_elements(label, library=library)
+        assert [g.split()[0] for g in paired] == sorted(evidence, key=ATOMIC_NUMBER.get), label
+        for group in paired:
+            symbol, family = group.split()
+            assert family == compare._families(ATOMIC_NUMBER[symbol])[0], group
+    # Materials that count as a class pair with their own evidence.
+    for m in library.of_kind("pigment"):
+        assert {g.split()[0] for g in compare.default_elements(m.abbreviation)} == set(
+            m.evidence), m.abbreviation
+
+
+def test_pairing_of_groups_by_abbreviation_and_name():
+    assert compare.default_elements("LW+RL") == ["Pb L"]
+    assert compare.default_elements("Lead white / red lead") == ["Pb L"]
+    assert compare.default_elements("azu+mal") == ["Cu K"]
+    assert compare.default_elements("IO+PB+YO", available=["Fe K", "Pb L"]) == ["Fe K"]
+    assert compare.default_elements("LW+RL", available=["Fe K"]) == []
+    # A group whose members share no evidence pairs with nothing.
+    library = load_pigment_library(extra={"materials": [], "groups": [
+        {"abbreviation": "VM+ZW", "members": ["VM", "ZW"]},
+        {"abbreviation": "RU+YO", "name": "Earths", "members": ["RU", "YO"]}]})
+    assert compare.default_elements("VM+ZW", library=library) == []
+    assert compare.default_elements("Earths", library=library) == ["Fe K"]
+    assert list(compare.default_pairing(library=library))[-2:] == ["VM+ZW", "RU+YO"]
 
 
 def test_pairing_follows_the_available_maps():
@@ -33,11 +89,27 @@ def test_pairing_follows_the_available_maps():
     assert compare.default_elements("CM", available=["Sn K", "Sn L"]) == ["Sn K"]
     assert compare.default_elements("EG", available=["As K"]) == ["As K"]
     assert compare.default_elements("VM", available=["Pb L"]) == []
+    # Sn, Sb and Cd: K lines when mapped, else L lines (a low-voltage tube).
+    assert compare.default_elements("LTY", available=["Sn L", "Pb L"]) == ["Sn L", "Pb L"]
+    assert compare.default_elements("NapY", available=["Sb L", "Pb M"]) == ["Sb L", "Pb M"]
+    assert compare.default_elements("CdY", available=["Cd L"]) == ["Cd L"]
+    assert compare.default_elements("RU", available=["Fe K"]) == ["Fe K"]
     # Names and substitutes' class labels work too; unknown pigments pair with nothing.
     assert compare.default_elements("Vermilion") == ["Hg L"]
     assert compare.default_elements("emerald green") == ["Cu K", "As K"]
+    assert compare.default_elements("Titanium white") == ["Ti K"]
     assert compare.default_elements("VG") == ["Cu K"]
+    assert compare.default_elements("TiA") == ["Ti K"]  # anatase, counted as TiW
     assert compare.default_elements("XX") == []
+
+
+def test_user_pigment_without_evidence_pairs_with_its_formula():
+    library = load_pigment_library(extra={"materials": [
+        {"abbreviation": "CoY", "name": "Aureolin", "formula": "K3Co1N6O12", "density": 2.6},
+        {"abbreviation": "MnV", "name": "Manganese violet", "formula": "N1H4Mn1P2O7",
+         "density": 2.6, "evidence": ["Mn"]}]})
+    assert compare.default_elements("CoY", library=library) == ["K K", "Co K"]
+    assert compare.default_elements("MnV", library=library) == ["Mn K"]
 
 
 def test_clip_limit_is_the_99th_percentile_of_finite_pixels():

@@ -447,6 +447,61 @@ def test_suggest_elements_leaves_out_tube_lines():
     assert "Rh K" in {s.group for s in suggest_elements(energy, spectrum, candidates="all")}
 
 
+def test_every_evidence_element_of_the_library_is_a_default_candidate():
+    from napari_xrf_pigments.fitting._suggest import PAINTING_ELEMENTS
+    from napari_xrf_pigments.pigments import load_pigment_library
+
+    library = load_pigment_library()
+    needed = {el for label in library.labels for el in library.evidence_of(label)}
+    needed |= {el for m in library for el in m.evidence}  # distractors too (Ba, Zr, Bi, ...)
+    assert needed <= set(PAINTING_ELEMENTS), sorted(needed - set(PAINTING_ELEMENTS))
+
+
+def _lines_spectrum(symbols, kv=40.0, area=2e5, seed=0):
+    """0-40 keV, 10 eV channels: every K line (and for Cd and heavier the L lines) of the
+    elements that a ``kv`` tube excites, at PyMca's relative rates, over a flat background."""
+    from PyMca5.PyMcaPhysics import Elements
+
+    from napari_xrf_pigments.pigments._elements import ATOMIC_NUMBER
+
+    energy = GAIN * np.arange(4000)
+    spectrum = 5.0 + 0 * energy
+    for symbol in symbols:
+        element = Elements.Element[symbol]
+        k_excited = element["binding"]["K"] < kv
+        families = [("K", 1.0)] if k_excited else []
+        if ATOMIC_NUMBER[symbol] >= 48:  # Cd, Sn, Sb L lines above 3 keV; Hg, Pb L only
+            families.append(("L", 0.3 if k_excited else 1.0))
+        for family, weight in families:
+            for transition in element[f"{family} xrays"]:
+                info = element.get(transition)
+                if info and info["rate"] > 0 and 1.0 < info["energy"] < kv:
+                    spectrum += peak(energy, info["energy"], area * weight * info["rate"])
+    return energy, np.random.default_rng(seed).poisson(spectrum).astype(float)
+
+
+def test_suggestions_find_the_evidence_of_every_class_as_the_compare_widget_pairs_it():
+    # Ti K, Mn K, Co K, Cu K, As K, Cd K, Sn K, Sb K, Hg L, Pb L...: one spectrum per class
+    # of its evidence elements; the suggested groups must hold the element maps the compare
+    # widget pairs the class with.
+    from napari_xrf_pigments.compare import default_elements
+    from napari_xrf_pigments.fitting import suggest_elements
+    from napari_xrf_pigments.pigments import load_pigment_library
+
+    library = load_pigment_library()
+    checked = 0
+    for label in library.labels:
+        evidence = library.evidence_of(label)
+        if not evidence:  # ultramarine: nothing for XRF to see
+            continue
+        energy, spectrum = _lines_spectrum(evidence)
+        found = {s.group for s in suggest_elements(energy, spectrum, kv=40)}
+        assert set(evidence) <= {g.split()[0] for g in found}, (label, found)
+        assert set(default_elements(label, library=library)) <= found, (label, found)
+        checked += 1
+    assert checked == len(library.labels) - 1
+
+
 def test_fitting_import_is_light():
     code = (
         "import sys, json\n"

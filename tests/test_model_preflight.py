@@ -1,4 +1,5 @@
-"""Warnings before prediction: energy range, counts, tube and calibration checks (no Keras)."""
+"""Warnings before prediction: energy range, counts, tube, calibration and class checks (no
+Keras)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from napari_xrf_pigments.model.preflight import (
 )
 from napari_xrf_pigments.physics import Instrument
 from napari_xrf_pigments.physics.instrument import Beam, Tube
+from napari_xrf_pigments.pigments import load_pigment_library
 from napari_xrf_pigments.preprocess import Preprocessing
 from napari_xrf_pigments.progress import run
 from napari_xrf_pigments.trainset import PigmentLabel, as_pigment_labels
@@ -35,10 +37,27 @@ def metadata_model(meta) -> PigmentModel:
     return PigmentModel(None, pigments, Preprocessing.from_dict(meta["preprocessing"]), meta)
 
 
+def with_columns(meta, labels, library=None, **more) -> PigmentModel:
+    """A metadata model whose output columns are ``labels`` of the library (names from it),
+    group columns recorded as the training does."""
+    library = load_pigment_library() if library is None else library
+    groups = [g.to_dict() for g in library.groups if g.abbreviation in labels]
+    meta = {**meta, "pigments": [{"abbreviation": a, "name": library.name_of(a)} for a in labels],
+            "groups": groups, **more}
+    return metadata_model(meta)
+
+
 @pytest.fixture(scope="module")
-def model():
+def shipped():
     """The shipped model's metadata (grid 2.80-29.96 keV, Rh 40 kV + variants, 1e3-1e6 counts)."""
     return metadata_model(read_metadata(DEFAULT_MODEL_DIR))
+
+
+@pytest.fixture(scope="module")
+def model(shipped):
+    """The shipped model's metadata with the pigment library's labels as its output columns,
+    so that only the cube is checked (the shipped model may predate the library's classes)."""
+    return with_columns(shipped.metadata, load_pigment_library().labels)
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +279,107 @@ def test_100_by_100_cube_is_checked_without_warnings(mockup, model):
     # Speed is a benchmark matter (about 0.08 s on 2 cores), not asserted here.
     big = dataclasses.replace(mockup, counts=np.tile(mockup.counts, (10, 10, 1)))
     assert preflight_warnings(big, model) == []
+
+
+# -- the model's classes against the pigment library -------------------------------------------
+
+PAPER_CLASSES = ("CrG", "CrY", "CB", "EG", "IO", "LW", "PB", "RL", "CM", "VM", "ZW")
+
+
+class FakeModel:
+    """The least a model needs for the checks: columns, preprocessing, metadata, a name."""
+
+    def __init__(self, pigments, model, name="mine", groups=None):
+        self.pigments = tuple(pigments)  # plain (abbreviation, name) pairs
+        self.preprocessing = model.preprocessing
+        self.metadata = {**model.metadata, "groups": [
+            {"abbreviation": g, "members": []} for g in groups or ()]}
+        self.name = name
+
+
+def test_a_model_of_the_papers_11_classes_is_told_what_it_lacks(mockup, model):
+    eleven = with_columns(model.metadata, PAPER_CLASSES, name="default-v3")
+    items = preflight_warnings(mockup, eleven)
+    assert codes(items) == ["classes"]
+    assert items[0].message == (
+        "model default-v3 was trained on 11 classes; the pigment library has 22 classes and 3 "
+        "groups: not in the model: Azu, Mal, Sm, UM, LTY, NapY, TiW, CdY, Orp, YO and 4 more "
+        "(their maps are not made)")
+    assert items[0].value == 14.0 and "\n" not in items[0].message
+    # The other checks run as before, and the class check runs when the counts are bad too.
+    bad = mockup.counts.astype(np.float32)
+    bad[2, 3, 100] = np.nan
+    items = preflight_warnings(dataclasses.replace(mockup, counts=bad), eleven)
+    assert codes(items) == ["data", "classes"]
+    # An uncalibrated cube still gives its single item (prediction refuses it anyway).
+    raw = XRFCube(mockup.counts, EnergyAxis.uncalibrated(mockup.n_channels))
+    assert codes(preflight_warnings(raw, eleven)) == ["uncalibrated"]
+
+
+def test_columns_only_in_the_model_or_named_otherwise_are_listed(mockup, model):
+    library = load_pigment_library()
+    pairs = [(a, library.name_of(a)) for a in library.labels if a != "Orp"]
+    pairs.insert(3, ("NY", "Naples yellow (old)"))
+    pairs[pairs.index(("CM", "Carmine"))] = ("CM", "Carmine lake")
+    fake = FakeModel(pairs, model, groups=["LW+RL", "IO+PB+YO", "Azu+Mal"])
+    item = by_code(preflight_warnings(mockup, fake), "classes")
+    assert item.message == (
+        "model mine was trained on 22 classes and 3 groups; the pigment library has 22 classes "
+        "and 3 groups: not in the model: Orp (their maps are not made); only in the model: NY "
+        "(no evidence check); named differently: CM ('Carmine lake' in the model, 'Carmine' in "
+        "the library) (no evidence check)")
+    assert item.value == 3.0
+
+
+def test_the_same_labels_in_another_order_give_no_warning(mockup, model):
+    library = load_pigment_library()
+    pairs = [(a, library.name_of(a)) for a in reversed(library.labels)]
+    assert preflight_warnings(mockup, FakeModel(pairs, model)) == []
+    # PigmentLabel columns, as a loaded model has them, work alike.
+    labels = tuple(PigmentLabel(a, n) for a, n in pairs)
+    assert preflight_warnings(mockup, FakeModel(labels, model)) == []
+
+
+def test_a_model_without_group_columns_and_a_user_library(mockup, model):
+    library = load_pigment_library()
+    fake = FakeModel([(c, library.name_of(c)) for c in library.classes], model)
+    item = by_code(preflight_warnings(mockup, fake), "classes")
+    assert item.message.endswith(
+        "trained on 22 classes; the pigment library has 22 classes and 3 groups: not in the "
+        "model: LW+RL, IO+PB+YO, Azu+Mal (their maps are not made)")
+    # The library to compare with can be given (one extended with a user's pigment).
+    extended = load_pigment_library(extra={"materials": [
+        {"abbreviation": "MnV", "name": "Manganese violet", "formula": "N1H4Mn1P2O7",
+         "density": 2.6}]})
+    item = by_code(preflight_warnings(mockup, model, library=extended), "classes")
+    assert "has 23 classes and 3 groups: not in the model: MnV (their maps" in item.message
+    # Group columns count as groups even when the metadata does not record them.
+    unrecorded = FakeModel([(a, library.name_of(a)) for a in library.labels], model)
+    assert preflight_warnings(mockup, unrecorded, library=extended)[0].message.startswith(
+        "model mine was trained on 22 classes and 3 groups; the pigment library has 23")
+
+
+def test_long_lists_are_cut_and_models_without_columns_are_not_checked(mockup, model):
+    fake = FakeModel([(f"X{i}", f"pigment {i}") for i in range(30)], model, name="")
+    message = by_code(preflight_warnings(mockup, fake), "classes").message
+    assert message.startswith("the model was trained on 30 classes;")
+    assert "only in the model: X0, X1, X2, X3, X4, X5, X6, X7, X8, X9 and 20 more (no " in message
+    assert "not in the model: CrG, CrY, CB, EG, IO, LW, PB, RL, CM, VM and 15 more" in message
+    assert len(message) < 400
+    bare = FakeModel([], model)
+    del bare.pigments
+    assert preflight_warnings(mockup, bare) == []
+
+
+def test_a_failing_class_check_becomes_could_not_check(mockup, model, monkeypatch):
+    from napari_xrf_pigments import pigments
+
+    def broken(*args, **kwargs):
+        raise pigments.PigmentLibraryError("library.json is not valid")
+
+    monkeypatch.setattr(pigments, "load_pigment_library", broken)
+    assert preflight_warnings(mockup, model) == [Preflight(
+        "classes", "could not check the model's classes: library.json is not valid")]
 
 
 # -- where the training conditions and the tube come from --------------------------------------

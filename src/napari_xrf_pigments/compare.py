@@ -2,8 +2,9 @@
 
 The pieces the compare widget and scripts share, free of Qt and napari:
 
-- :func:`default_elements`: the element maps that go with a pigment, from the pigment library
-  (vermilion <-> ``"Hg L"``, emerald green <-> ``"Cu K"`` + ``"As K"``, ...);
+- :func:`default_elements`: the element maps that go with a pigment or a group of pigments,
+  from the evidence elements of the pigment library (vermilion <-> ``"Hg L"``, emerald green
+  <-> ``"Cu K"`` + ``"As K"``, lead white / red lead <-> ``"Pb L"``, ...);
 - :func:`clip_limit` / :func:`normalise`: element maps clipped at their 99th percentile (the
   paper's way of balancing maps of very different dynamic range);
 - :func:`scatter_data`: pigment probability against element concentration, one point per
@@ -38,17 +39,22 @@ def _families(z: int) -> tuple[str, ...]:
 
 
 def default_elements(pigment: str, available: Sequence[str] | None = None, library=None) -> list[str]:
-    """Element map names (PyMca groups) that trace a pigment, from the pigment library.
+    """Element map names (PyMca groups) that trace a pigment, class or group, from the library.
 
-    The pigment's elements heavier than potassium, by atomic number, at most two; each with
-    the first line family that is available (K for light elements; Sn K, else Sn L; L for Pb
-    and Hg). Examples: ``"VM"`` -> ``["Hg L"]``, ``"EG"`` -> ``["Cu K", "As K"]``,
-    ``"CrY"`` -> ``["Cr K", "Pb L"]``.
+    The elements XRF must see for it (its evidence, :meth:`PigmentLibrary.evidence_of`), by
+    atomic number, at most two; each with the first line family that is available (K for
+    light elements; Sn K, else Sn L; L for Pb and Hg). Examples: ``"VM"`` -> ``["Hg L"]``,
+    ``"EG"`` -> ``["Cu K", "As K"]``, ``"CrY"`` -> ``["Cr K", "Pb L"]``, ``"Sm"`` (smalt) ->
+    ``["Co K"]`` (not its variable K and As), ``"LW+RL"`` (a group) -> ``["Pb L"]``, the
+    elements every member needs. A material or class without evidence (a user's entry that
+    gives none) falls back to the elements of its formula heavier than potassium; a group
+    whose members share no evidence falls back to the tracers they share.
 
     Parameters
     ----------
     pigment : str
-        Abbreviation or class label (``"VM"``), or the pigment's name (``"Vermilion"``).
+        Class label or group abbreviation (``"VM"``, ``"LW+RL"``), a material's abbreviation
+        (``"VG"``: its own evidence), or a class's or group's name (``"Vermilion"``).
     available : sequence of str, optional
         Map names that exist (e.g. the element layers); elements without an available map
         are left out. Default: any.
@@ -58,23 +64,20 @@ def default_elements(pigment: str, available: Sequence[str] | None = None, libra
     Returns
     -------
     list of str
-        Empty when the pigment is unknown or none of its elements is available.
+        Empty when the pigment is unknown, or none of its elements is available or seen by XRF
+        (ultramarine).
     """
     from .pigments import load_pigment_library
     from .pigments._elements import ATOMIC_NUMBER
 
     library = load_pigment_library() if library is None else library
-    material = _find(library, pigment)
-    if material is None:
+    symbols = _tracers(library, pigment)
+    if not symbols:
         return []
     available = None if available is None else set(available)
     out = []
-    symbols = sorted(material.elements, key=lambda s: ATOMIC_NUMBER.get(s, 0))
-    for symbol in symbols:
-        z = ATOMIC_NUMBER.get(symbol, 0)
-        if z < MIN_Z:
-            continue
-        for family in _families(z):
+    for symbol in sorted(symbols, key=lambda s: ATOMIC_NUMBER.get(s, 0)):
+        for family in _families(ATOMIC_NUMBER.get(symbol, 0)):
             group = f"{symbol} {family}"
             if available is None or group in available:
                 out.append(group)
@@ -85,22 +88,65 @@ def default_elements(pigment: str, available: Sequence[str] | None = None, libra
 
 
 def _find(library, pigment: str):
+    """What a key names: ``("group", Group)``, ``("class", label)``, ``("material", Pigment)``
+    or None.
+
+    Exact abbreviations first (group, class, then any material), then names and labels,
+    case-insensitive (a pigment's name or class label, a group's name or abbreviation).
+    """
     key = str(pigment).strip()
+    group = library.group(key)
+    if group is not None:
+        return "group", group
+    if key in library.classes:
+        return "class", key
     if key in library:
-        return library[key]
+        return "material", library[key]
+    lowered = key.lower()
     for material in library:
-        if material.kind == "pigment" and key.lower() in (material.name.lower(), str(material.label).lower()):
-            return material
+        if material.kind == "pigment" and material.label is not None and lowered in (
+                material.name.lower(), material.label.lower()):
+            return "class", material.label
+    for group in library.groups:
+        if lowered in (group.name.lower(), group.abbreviation.lower()):
+            return "group", group
     return None
 
 
+def _tracers(library, pigment) -> tuple[str, ...]:
+    """Element symbols (K and heavier) that trace what ``pigment`` names; empty if unknown."""
+    from .pigments._elements import ATOMIC_NUMBER
+
+    def heavy(symbols):
+        return tuple(s for s in dict.fromkeys(symbols) if ATOMIC_NUMBER.get(s, 0) >= MIN_Z)
+
+    found = _find(library, pigment)
+    if found is None:
+        return ()
+    kind, what = found
+    if kind == "group":
+        common = heavy(library.evidence_of(what.abbreviation))
+        if common:
+            return common
+        each = [_tracers(library, member) for member in what.members]
+        return tuple(s for s in each[0] if all(s in other for other in each[1:]))
+    if kind == "class":
+        evidence = heavy(library.evidence_of(what))
+        if evidence:
+            return evidence
+        # No evidence given (a user's entry): the elements of its materials' formulas.
+        return heavy(el for m in library if m.label == what for el in m.elements)
+    return heavy(what.evidence) or heavy(what.elements)
+
+
 def default_pairing(abbreviations: Sequence[str] | None = None, library=None) -> dict[str, list[str]]:
-    """``{abbreviation: element map names}`` for pigments (default: the library's classes)."""
+    """``{label: element map names}`` for pigments (default: the library's classes, then its
+    groups, as a model's output columns)."""
     from .pigments import load_pigment_library
 
     library = load_pigment_library() if library is None else library
     if abbreviations is None:
-        abbreviations = library.classes
+        abbreviations = library.labels
     return {abbr: default_elements(abbr, library=library) for abbr in abbreviations}
 
 

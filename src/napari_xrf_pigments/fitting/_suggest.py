@@ -11,7 +11,9 @@ from ..errors import CalibrationError, InvalidDataError
 from ._config import EDGE, FAMILIES
 
 # Elements searched by default: those of painting materials (pigments, grounds, driers,
-# metals), plus Ar of the air. Others (rare earths, actinides...) are searched only when asked
+# metals), plus Ar of the air; they include every evidence element of the pigment library's
+# classes and distractors (Ti, Mn, Co, Cu, As, Cd, Sn, Sb, Ba, Zr, Bi, ...: tests/test_fitting.py
+# checks it). Others (rare earths, actinides...) are searched only when asked
 # (``candidates="all"``): with them every small bump finds a name.
 PAINTING_ELEMENTS = (
     "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar", "K", "Ca", "Ti", "V", "Cr", "Mn", "Fe", "Co",

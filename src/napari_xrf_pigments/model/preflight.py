@@ -2,8 +2,8 @@
 
 :func:`preflight_warnings` runs four cheap checks on a sample of the cube (at most
 ``max_spectra`` spectra, as evenly spaced whole rows read by slicing: a 30 GB h5py or dask cube is
-never read whole) and returns one :class:`Preflight` item per problem, an empty list when
-nothing looks wrong:
+never read whole) and one on the model alone, and returns one :class:`Preflight` item per
+problem, an empty list when nothing looks wrong:
 
 ``"energy-range"``
     The model's energy range (``model.preprocessing.range_keV``) is not covered by the cube's
@@ -23,6 +23,12 @@ nothing looks wrong:
     (Ar Ka of the air, Ca Ka, Fe Ka, Cu Ka, Zn Ka, Hg La, Pb La, Pb Lb, Sr Ka and the scattered
     Ka / La of a known tube anode) sit, in the median, more than :data:`CALIBRATION_TOLERANCE`
     of the detector FWHM away from their energies (:func:`measure_calibration`).
+``"classes"``
+    The model was trained on other classes than the pigment library in use holds (an older
+    model, or a library extended since): the model's output columns (``model.pigments``,
+    groups included) against the library's labels (classes, then groups) and names. The maps
+    still follow the model's own columns; a library label the model lacks gets no map, a model
+    column the library lacks (or names otherwise) gets no element-evidence check.
 
 Two more codes stop the checks early: ``"uncalibrated"`` (the cube has no energy calibration;
 prediction refuses it anyway) and ``"data"`` (the sample could not be read, or holds NaN or
@@ -121,15 +127,16 @@ class Preflight:
     Attributes
     ----------
     code : str
-        ``"energy-range"``, ``"counts"``, ``"tube"``, ``"calibration"``, ``"uncalibrated"`` or
-        ``"data"``.
+        ``"energy-range"``, ``"counts"``, ``"tube"``, ``"calibration"``, ``"classes"``,
+        ``"uncalibrated"`` or ``"data"``.
     message : str
         One line for the user: what is wrong, the measured value, what to do.
     value : float or None
         The measured value: the missing fraction of the model's range (``"energy-range"``;
         None when the cube has only a few channels there),
         the median counts per pixel (``"counts"``), the tube voltage in kV (``"tube"``), the
-        calibration offset in keV, measured minus true (``"calibration"``); None when unknown.
+        calibration offset in keV, measured minus true (``"calibration"``), the number of
+        labels that differ between model and library (``"classes"``); None when unknown.
     """
 
     code: str
@@ -244,7 +251,8 @@ class CalibrationCheck:
 # -- the checks together ----------------------------------------------------------------------
 
 
-def preflight_warnings(cube, model, *, max_spectra: int = 20000) -> list[Preflight]:
+def preflight_warnings(cube, model, *, max_spectra: int = 20000,
+                       library=None) -> list[Preflight]:
     """Problems that make the model's maps of ``cube`` untrustworthy, found before prediction.
 
     Parameters
@@ -254,16 +262,19 @@ def preflight_warnings(cube, model, *, max_spectra: int = 20000) -> list[Preflig
         read.
     model : PigmentModel
         Anything with ``preprocessing`` (:class:`~napari_xrf_pigments.preprocess.Preprocessing`)
-        and ``metadata`` (dict); the network is not used.
+        and ``metadata`` (dict), and ``pigments`` (its output columns, pairs of abbreviation and
+        name) for the class check; the network is not used.
     max_spectra : int
         Most spectra read: evenly spaced whole rows (every row of a small cube; with more
         columns than this, every n-th spectrum of the middle row).
+    library : PigmentLibrary, optional
+        The pigment library the model's classes are compared with; default the built-in one.
 
     Returns
     -------
     list of Preflight
-        In the order energy range, counts, tube, calibration; empty when nothing looks wrong.
-        A single ``"uncalibrated"`` item for a cube without an energy calibration.
+        In the order energy range, counts, tube, calibration, classes; empty when nothing looks
+        wrong. A single ``"uncalibrated"`` item for a cube without an energy calibration.
     """
     try:
         energies = _cube_energies(cube)
@@ -291,6 +302,7 @@ def preflight_warnings(cube, model, *, max_spectra: int = 20000) -> list[Preflig
         items.append(Preflight("data", f"could not check the counts and the energy calibration: "
                                f"{_reason(exc)}"))
         items += _guarded("tube", "the tube", _check_tube, metadata, conditions)
+        items += _guarded("classes", "the model's classes", _check_classes, model, library)
         return items
     if model_range is not None:
         items += _guarded("counts", "the counts per pixel", _check_counts, totals, conditions,
@@ -298,6 +310,7 @@ def preflight_warnings(cube, model, *, max_spectra: int = 20000) -> list[Preflig
     items += _guarded("tube", "the tube", _check_tube, metadata, conditions)
     items += _guarded("calibration", "the energy calibration", _check_calibration, energies,
                       sums, metadata, totals.size)
+    items += _guarded("classes", "the model's classes", _check_classes, model, library)
     return items
 
 
@@ -1109,3 +1122,79 @@ def _drop_outliers(fits, fwhm, rejected):
                      for f in fits if f not in kept]
         fits = kept
     return fits
+
+
+# -- 5. the model's classes against the pigment library ---------------------------------------
+
+#: At most this many labels are named in each list of the ``"classes"`` warning.
+MAX_NAMED_LABELS = 10
+
+
+def _check_classes(model, library=None):
+    """The model's output columns against the library's labels (classes, then groups)."""
+    pigments = getattr(model, "pigments", None)
+    if not pigments:
+        return
+    if library is None:
+        from ..pigments import load_pigment_library
+
+        library = load_pigment_library()
+    columns = [(str(abbreviation), str(name)) for abbreviation, name in pigments]
+    have = [abbreviation for abbreviation, _ in columns]
+    labels = tuple(library.labels)
+    not_in_model = [label for label in labels if label not in have]
+    only_in_model = [abbreviation for abbreviation in have if abbreviation not in labels]
+    renamed = [(abbreviation, name, library.name_of(abbreviation))
+               for abbreviation, name in columns
+               if abbreviation in labels and library.name_of(abbreviation) != name]
+    differ = len(not_in_model) + len(only_in_model) + len(renamed)
+    if not differ:
+        return  # the same labels; another order changes nothing (maps follow the columns)
+    groups = _model_groups(model)
+    n_groups = sum(1 for a in have if a in groups or library.group(a) is not None)
+    parts = []
+    if not_in_model:
+        parts.append(f"not in the model: {_named(not_in_model)} (their maps are not made)")
+    if only_in_model:
+        parts.append(f"only in the model: {_named(only_in_model)} (no evidence check)")
+    if renamed:
+        shown = [f"{a} ({model_name!r} in the model, {library_name!r} in the library)"
+                 for a, model_name, library_name in renamed]
+        parts.append(f"named differently: {_named(shown)} (no evidence check)")
+    name = getattr(model, "name", None)
+    yield Preflight(
+        "classes",
+        (f"model {name}" if name else "the model")
+        + f" was trained on {_counted(len(have) - n_groups, n_groups)}; the pigment "
+        f"library has {_counted(len(library.classes), len(library.groups))}: "
+        + "; ".join(parts),
+        float(differ),
+    )
+
+
+def _model_groups(model) -> set:
+    """Abbreviations of the model's group columns (from its metadata)."""
+    try:
+        groups = getattr(model, "groups", None)
+        if groups is None:
+            metadata = getattr(model, "metadata", None) or {}
+            groups = [g["abbreviation"] for g in metadata.get("groups", ())]
+        return set(groups)
+    except Exception:  # noqa: BLE001 - odd metadata: count every column as a class
+        return set()
+
+
+def _counted(n_classes: int, n_groups: int) -> str:
+    """``"11 classes"``, ``"22 classes and 3 groups"``, ``"1 class and 1 group"``."""
+    text = f"{n_classes} class{'es' if n_classes != 1 else ''}"
+    if n_groups:
+        text += f" and {n_groups} group{'s' if n_groups != 1 else ''}"
+    return text
+
+
+def _named(items, limit: int = MAX_NAMED_LABELS) -> str:
+    """``"A, B, C"``, or the first ``limit`` and ``"and N more"``."""
+    items = list(items)
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit])} and {len(items) - limit} more"

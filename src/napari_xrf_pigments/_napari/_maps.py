@@ -36,9 +36,14 @@ ELEMENT_COLOURS = {
     "Zn": "#35b8ff",  # zinc white
     "Sn": "#e0197d",  # the mock-ups' carmine substitute
     "Ca": "#9e9e9e",  # chalk ground
+    "Ti": "#c9f0ff",  # titanium white
+    "Mn": "#a0522d",  # umber
+    "Cd": "#ffcc00",  # cadmium yellow
+    "Sb": "#f4d35e",  # Naples yellow
 }
 
-#: Display colour of each pigment class of the paper's Table 1; others cycle through _OTHER.
+#: Display colour of each pigment class and group of the built-in library (near the paint's own
+#: colour, but visible on black); others cycle through _OTHER.
 PIGMENT_COLOURS = {
     "VM": "#ff3b1f",  # vermilion
     "RL": "#ff7b00",  # red lead
@@ -51,6 +56,20 @@ PIGMENT_COLOURS = {
     "PB": "#35b8ff",  # Prussian blue
     "LW": "#f2f2f2",  # lead white
     "ZW": "#b9c7d6",  # zinc white
+    "Azu": "#3d7bff",  # azurite
+    "Mal": "#19c37d",  # malachite
+    "Sm": "#7b83eb",  # smalt
+    "UM": "#4b3bff",  # ultramarine
+    "LTY": "#fff27a",  # lead-tin yellow
+    "NapY": "#f4d35e",  # Naples yellow
+    "TiW": "#e6f7ff",  # titanium white
+    "CdY": "#ffcc00",  # cadmium yellow
+    "Orp": "#f7b32b",  # orpiment
+    "YO": "#d9a441",  # yellow ochre
+    "RU": "#b07b4f",  # raw umber
+    "LW+RL": "#ffb38a",  # lead white / red lead
+    "IO+PB+YO": "#e08a4a",  # iron pigments
+    "Azu+Mal": "#21b5a8",  # copper carbonates
 }
 _OTHER = ("#ff3b1f", "#2f6bff", "#ffd60a", "#2ee88a", "#e0197d", "#35b8ff", "#ff7b00", "#c77dff")
 

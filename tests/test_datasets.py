@@ -337,3 +337,23 @@ def test_mockup_truth_has_detectable_labels(tmp_path):
     path = write_truth(tmp_path / "truth.h5", truth)
     back = read_truth(path)
     np.testing.assert_array_equal(back["detectable"]["CrG"], crg_seen)
+
+
+def test_cli_mockup_with_a_user_library(tmp_path, capsys):
+    import json
+
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({
+        "format": "napari-xrf-pigments pigment library", "version": 1,
+        "materials": [{"abbreviation": "MyW", "name": "My white", "formula": "Zr1O2",
+                       "density": 5.7, "evidence": ["Zr"]}]}))
+    cube_path, truth_path = tmp_path / "plan.h5", tmp_path / "plan-truth.h5"
+    assert main(["mockup", "--out", str(cube_path), "--truth", str(truth_path),
+                 "--tops", "MyW,LW:1+MyW:1", "--bottoms", "Bottom 2A", "--library", str(mine),
+                 "--live-time", "0.1"]) == 0
+    truth = read_truth(truth_path)
+    assert truth["present"]["MyW"].any() and truth["top"]["MyW"].any()
+    assert "MyW" in truth["detectable"]
+    # Without the user's file the strip is unknown: one line, exit code 2.
+    assert main(["mockup", "--out", str(tmp_path / "x.h5"), "--tops", "MyW"]) == 2
+    assert "unknown strip 'MyW'" in capsys.readouterr().err

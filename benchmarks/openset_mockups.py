@@ -6,10 +6,13 @@ One command::
 
 For each setting of :mod:`heldout_mockups` it simulates two crossed-strip mock-ups:
 
-- **open set**: tops ``Top 1``, titanium white (anatase), ``Top 3``, cadmium red, manganese blue
-  across bottoms of malachite, cerulean blue, Naples yellow, realgar, lithopone, strontium
-  yellow, Egyptian blue and ``Bottom 2A``: the *test* distractors of the pigment library, which
-  no model is trained on, over, under and beside library paint;
+- **open set**: tops ``Top 1``, cadmium red, ``Top 3``, manganese blue, witherite across
+  bottoms of cerulean blue, lithopone, strontium yellow, Egyptian blue, pyrolusite, antimony
+  white, barium yellow and ``Bottom 2A``: the *test* distractors of the pigment library, which
+  no model is trained on, over, under and beside library paint (until the palette issue the
+  strips were titanium white (anatase), malachite, Naples yellow and realgar in place of
+  witherite, pyrolusite, antimony white and barium yellow; those are classes of ``default-v4``
+  or, realgar, XRF-identical to one);
 - **library only**: the paper's Fig. 7 strips (seed 11).
 
 and predicts both once, keeping the network's own ("raw") and the evidence-checked maps. It
@@ -43,8 +46,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from heldout_mockups import settings  # noqa: E402  (this folder is on sys.path when run)
 
-OPEN_TOPS = ("Top 1", "TiA", "Top 3", "CdR", "MnB")
-OPEN_BOTTOMS = ("Mal", "CeB", "NapY", "Rea", "Lith", "SrY", "EgB", "Bottom 2A")
+OPEN_TOPS = ("Top 1", "CdR", "Top 3", "MnB", "Wit")
+OPEN_BOTTOMS = ("CeB", "Lith", "SrY", "EgB", "Pyr", "SbW", "BaY", "Bottom 2A")
 
 
 def strip_elements(library, name) -> frozenset:

@@ -496,20 +496,31 @@ def _entries(source, where: str) -> list:
     return entries
 
 
-def _pigment(entry, where: str, index: int) -> Pigment:
-    name = entry.get("abbreviation") if isinstance(entry, Mapping) else None
-    label = f"{where}: entry {index}" + (f" ({name!r})" if name else "")
+def _checked_table(entry, where: str, what: str, index: int, name_key: str, keys) -> str:
+    """The label of an entry for messages (``"lib.json: entry 3 ('VM')"``), once it is known to
+    be a table without unknown keys."""
+    name = entry.get(name_key) if isinstance(entry, Mapping) else None
+    label = f"{where}: {what} {index}" + (f" ({name!r})" if name else "")
     if not isinstance(entry, Mapping):
         raise PigmentLibraryError(f"{label}: expected a table, got {type(entry).__name__}")
-    unknown = set(entry) - _KEYS
+    unknown = set(entry) - keys
     if unknown:
         raise PigmentLibraryError(f"{label}: unknown keys {sorted(unknown)}")
+    return label
+
+
+def _check_abbreviation(abbr, label: str) -> None:
+    if not isinstance(abbr, str) or not abbr or "/" in abbr or abbr.strip() != abbr:
+        raise PigmentLibraryError(f"{label}: abbreviation must be a non-empty string without '/'")
+
+
+def _pigment(entry, where: str, index: int) -> Pigment:
+    label = _checked_table(entry, where, "entry", index, "abbreviation", _KEYS)
     for key in ("abbreviation", "formula", "density"):
         if key not in entry:
             raise PigmentLibraryError(f"{label}: missing {key!r}")
     abbr = entry["abbreviation"]
-    if not isinstance(abbr, str) or not abbr or "/" in abbr or abbr.strip() != abbr:
-        raise PigmentLibraryError(f"{label}: abbreviation must be a non-empty string without '/'")
+    _check_abbreviation(abbr, label)
     try:
         parse_formula(entry["formula"])
     except ValueError as exc:
@@ -592,13 +603,8 @@ def _check_fractions(fractions: Mapping[str, float], label: str) -> None:
 
 
 def _mixture(entry, where: str, index: int) -> Mixture:
-    name = entry.get("name") if isinstance(entry, Mapping) else None
-    label = f"{where}: mixture {index}" + (f" ({name!r})" if name else "")
-    if not isinstance(entry, Mapping):
-        raise PigmentLibraryError(f"{label}: expected a table")
-    unknown = set(entry) - _MIXTURE_KEYS
-    if unknown:
-        raise PigmentLibraryError(f"{label}: unknown keys {sorted(unknown)}")
+    label = _checked_table(entry, where, "mixture", index, "name", _MIXTURE_KEYS)
+    name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise PigmentLibraryError(f"{label}: missing 'name'")
     pigments = entry.get("pigments")
@@ -620,15 +626,9 @@ def _mixture(entry, where: str, index: int) -> Mixture:
 
 
 def _group(entry, where: str, index: int) -> Group:
-    abbr = entry.get("abbreviation") if isinstance(entry, Mapping) else None
-    label = f"{where}: group {index}" + (f" ({abbr!r})" if abbr else "")
-    if not isinstance(entry, Mapping):
-        raise PigmentLibraryError(f"{label}: expected a table")
-    unknown = set(entry) - _GROUP_KEYS
-    if unknown:
-        raise PigmentLibraryError(f"{label}: unknown keys {sorted(unknown)}")
-    if not isinstance(abbr, str) or not abbr or "/" in abbr or abbr.strip() != abbr:
-        raise PigmentLibraryError(f"{label}: abbreviation must be a non-empty string without '/'")
+    label = _checked_table(entry, where, "group", index, "abbreviation", _GROUP_KEYS)
+    abbr = entry.get("abbreviation")
+    _check_abbreviation(abbr, label)
     members = entry.get("members")
     if (not isinstance(members, list) or len(set(members)) < 2
             or not all(isinstance(m, str) for m in members)):

@@ -200,14 +200,16 @@ def _run_stages(work: Path, out: Path, drive, workers) -> DemoResult:
 
 
 def write_figures(folder: Path):
-    """One PNG per pigment in ``folder/figures``: the paper's Fig. 5 row for the shipped and
-    for the finetuned model's map, against the pigment's element maps (a progress job).
+    """One PNG per pigment (or group) of the sample in ``folder/figures``: the paper's Fig. 5
+    row for the shipped and for the finetuned model's map, against the pigment's element maps
+    (a progress job). Pigments the sample does not hold, or without an element map, get none.
 
     Returns
     -------
     dict of abbreviation -> path relative to ``folder``
     """
     from .compare import comparison_rows_figure, default_elements
+    from .datasets.mockup import read_truth
     from .io.maps import read_maps
     from .model.metrics import pigment_maps_arrays
     from .progress import Progress
@@ -216,11 +218,14 @@ def write_figures(folder: Path):
     element_maps = {name: array for name, (array, attrs) in elements.items() if attrs.get("kind") == "element"}
     pigments, before, _ = pigment_maps_arrays(folder / FILES["pigment_maps"])
     _, after, _ = pigment_maps_arrays(folder / FILES["pigment_maps_finetuned"])
+    present = read_truth(folder / FILES["truth"])["present"]
     (folder / FILES["figures"]).mkdir()
     written = {}
     for i, (abbr, name) in enumerate(pigments):
         yield Progress(i, len(pigments), f"figure of {name}")
         groups = default_elements(abbr, available=list(element_maps))
+        if not groups or abbr not in present or not present[abbr].any():
+            continue
         fig = comparison_rows_figure(
             {"shipped model": before[..., i], "finetuned": after[..., i]},
             [element_maps[g] for g in groups],

@@ -73,6 +73,9 @@ class PigmentModel:
     _cache: dict = field(default_factory=dict, repr=False)
     _lock: object = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self):
+        self.pigments = as_pigment_labels(self.pigments)  # plain pairs are accepted
+
     @property
     def outputs(self) -> tuple[str, ...]:
         return tuple(self.keras_model.output_names)

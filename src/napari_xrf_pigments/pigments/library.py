@@ -715,8 +715,7 @@ def load_pigment_library(path=None, extra=None) -> PigmentLibrary:
                 if p.abbreviation in merged:
                     raise PigmentLibraryError(
                         f"{more_labels[p.abbreviation]}: {p.abbreviation!r} is already defined "
-                        f"by {labels[p.abbreviation]}; give your material another abbreviation "
-                        "(or pass a whole library file as the library path)")
+                        f"by {labels[p.abbreviation]}; give your material another abbreviation")
                 merged[p.abbreviation] = p
             labels.update(more_labels)
             for m in more_mixtures:

@@ -254,41 +254,41 @@ def test_cancel_stops_the_prediction(make_napari_viewer, qtbot, model_dir, tmp_p
 
 
 def test_shipped_model_marks_unknown_paint_as_unexplained(make_napari_viewer, qtbot, tmp_path):
-    """Titanium white (no class has Ti) across vermilion: no pigment called on it, its Ti shown
+    """Strontium white (no class has Sr) across vermilion: no pigment called on it, its Sr shown
     as unexplained, and the cursor readout says so."""
     from napari_xrf_pigments.datasets.mockup import crossed_strips, simulate_mockup
     from napari_xrf_pigments.io import write_cube
     from napari_xrf_pigments.progress import run
 
-    layout = crossed_strips(("TiA",), ("VM",), strip_px=4, gap_px=2, margin_px=2)
+    layout = crossed_strips(("SrW",), ("VM",), strip_px=4, gap_px=2, margin_px=2)
     cube, _ = run(simulate_mockup(layout, seed=2, live_time_s=1.0))
-    path = tmp_path / "titanium.h5"
+    path = tmp_path / "strontium.h5"
     write_cube(path, cube)
     viewer = make_napari_viewer()
     viewer.open(str(path), plugin=PLUGIN)
     widget = make_widget(viewer, qtbot)  # the shipped model
     run_widget(qtbot, widget, timeout=180_000)
 
-    titanium_only = (layout.top_index == 0) & (layout.bottom_index < 0)
+    foreign_only = (layout.top_index == 0) & (layout.bottom_index < 0)
     score = viewer.layers["Unexplained signal"].data
-    assert np.all(score[titanium_only] >= 0.5)
+    assert np.all(score[foreign_only] >= 0.5)
     bare = (layout.top_index < 0) & (layout.bottom_index < 0)
     assert np.all(score[bare] < 0.5)
-    assert "Unexplained Ti" in viewer.layers
+    assert "Unexplained Sr" in viewer.layers
     called = np.stack([la.data for la in pigment_layers(viewer) if la.metadata["xrf_layer"] == "any"], -1)
-    assert np.all(called[titanium_only] < 0.5)  # the raw network calls chrome oxide green here
-    assert "Unexplained signal on" in widget.status.value and "Ti" in widget.status.value
+    assert np.all(called[foreign_only] < 0.5)
+    assert "Unexplained signal on" in widget.status.value and "Sr" in widget.status.value
     assert not viewer.layers["Unexplained signal"].visible
     widget.show_unexplained.value = True
     assert viewer.layers["Unexplained signal"].visible
 
-    # Cursor readout over a titanium-only pixel, then over vermilion.
+    # Cursor readout over a strontium-white-only pixel, then over vermilion.
     layer = viewer.layers["Unexplained signal"]
-    row, column = np.argwhere(titanium_only)[0]
+    row, column = np.argwhere(foreign_only)[0]
     viewer.cursor.position = tuple(layer.data_to_world((row, column)))
     widget._on_mouse_move(viewer, None)
     assert viewer.text_overlay.visible
-    assert "no pigment called | unexplained: Ti" in viewer.text_overlay.text
+    assert "no pigment called | unexplained: Sr" in viewer.text_overlay.text
     row, column = np.argwhere((layout.bottom_index == 0) & (layout.top_index < 0))[0]
     viewer.cursor.position = tuple(layer.data_to_world((row, column)))
     widget._on_mouse_move(viewer, None)

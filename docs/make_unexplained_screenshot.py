@@ -1,9 +1,9 @@
 """Regenerate docs/images/widgets-unexplained.png (docs/widgets.md, "Unexplained signal").
 
 Simulates a mock-up whose strips mix library paint with pigments the model does not know
-(titanium white, malachite, cadmium red, Naples yellow: test distractors of the pigment
+(strontium yellow, pyrolusite, cadmium red, Egyptian blue: test distractors of the pigment
 library), runs the Pigment maps widget with the shipped model and captures the window with the
-"Unexplained signal" layer shown and the cursor readout over a titanium white pixel::
+"Unexplained signal" layer shown and the cursor readout over a strontium yellow pixel::
 
     xvfb-run -a -s "-screen 0 1700x1100x24" python docs/make_unexplained_screenshot.py
 """
@@ -20,8 +20,8 @@ sys.path.insert(0, str(HERE))
 from make_screenshots import _close_toasts, _new_viewer, _save  # noqa: E402
 from make_widget_screenshots import PLUGIN, _wait  # noqa: E402
 
-TOPS = ("Top 1", "TiA", "Top 4")
-BOTTOMS = ("Mal", "Bottom 2A", "CdR", "NapY")
+TOPS = ("Top 1", "SrY", "Top 4")
+BOTTOMS = ("Pyr", "Bottom 2A", "CdR", "EgB")
 
 
 def main():
@@ -50,8 +50,8 @@ def main():
         layer = viewer.layers["Unexplained signal"]
         viewer.layers.selection.active = layer
         viewer.reset_view()
-        titanium = np.argwhere((layout.top_index == 1) & (layout.bottom_index < 0))
-        viewer.cursor.position = tuple(layer.data_to_world(titanium[len(titanium) // 2]))
+        foreign = np.argwhere((layout.top_index == 1) & (layout.bottom_index < 0))
+        viewer.cursor.position = tuple(layer.data_to_world(foreign[len(foreign) // 2]))
         widget._on_mouse_move(viewer, None)
         viewer.text_overlay.font_size = 14
         _close_toasts(viewer)

@@ -8,6 +8,7 @@ import pytest
 from napari_xrf_pigments.datasets.mockup import crossed_strips, simulate_mockup
 from napari_xrf_pigments.model.files import default_model_path, load_model
 from napari_xrf_pigments.model.predict import predict_cube
+from napari_xrf_pigments.pigments import load_pigment_library
 from napari_xrf_pigments.progress import run
 
 PAPER_CLASSES = ["CrG", "CrY", "CB", "EG", "IO", "LW", "PB", "RL", "CM", "VM", "ZW"]
@@ -19,15 +20,23 @@ def shipped():
 
 
 def test_shipped_model_metadata(shipped):
-    assert [p.abbreviation for p in shipped.pigments] == PAPER_CLASSES
+    library = load_pigment_library()
+    # The library's classes (the paper's first) and groups, under the library's names.
+    assert [tuple(p) for p in shipped.pigments] == [(a, library.name_of(a)) for a in library.labels]
+    assert shipped.abbreviations[: len(PAPER_CLASSES)] == PAPER_CLASSES
+    assert shipped.groups == {g.abbreviation: g.members for g in library.groups}
     meta = shipped.metadata
     assert meta["training"]["data"]["n_spectra"] >= 10000  # trained, not a placeholder
     # Trained on what the detector can see (open set, distractors), with calibrated outputs.
     assert meta["training"]["targets"] == "detectable"
     assert meta["training"]["data"]["provenance"]["recipe"]["p_distractor"] > 0
     summary = meta["metrics"]["summary"]
-    assert summary["detectable_f1_mean"] >= 0.8 and summary["top1_accuracy"] >= 0.85
+    assert summary["detectable_f1_mean"] >= 0.75 and summary["top1_accuracy"] >= 0.9
     assert summary["detectable_ece"] < 0.02
+    # The groups are what XRF can tell: each well above its members.
+    for group in library.groups:
+        f1 = meta["metrics"]["detectable"][group.abbreviation]["f1"]
+        assert f1 >= 0.85 and all(f1 > meta["metrics"]["detectable"][m]["f1"] for m in group.members)
     assert set(meta["calibration"]["temperature"]) == {"present", "top"}
     assert shipped.preprocessing.grid[0] >= 2.8
 
@@ -37,7 +46,8 @@ def test_shipped_model_finds_the_strips_of_an_unseen_mockup(shipped):
     layout = crossed_strips(("Top 4", "Top 2"), ("Bottom 3A", "Bottom 2A"), strip_px=3, gap_px=2, margin_px=2)
     cube, truth = run(simulate_mockup(layout, seed=123, live_time_s=1.0))
     maps = run(predict_cube(cube, shipped)).maps["present"]
-    for k, abbr in enumerate(PAPER_CLASSES):
+    for abbr in PAPER_CLASSES:
+        k = shipped.abbreviations.index(abbr)
         where = truth["present"][abbr]
         if where.any() and (~where).any():
             # Exposed or buried, a pigment scores higher where it is than where it is not.
@@ -45,16 +55,16 @@ def test_shipped_model_finds_the_strips_of_an_unseen_mockup(shipped):
     bare = (layout.top_index < 0) & (layout.bottom_index < 0)
     assert np.nanmax(maps[bare]) < 0.5
     top4 = layout.top_index == 0  # pure vermilion on top
-    assert np.nanmin(maps[..., PAPER_CLASSES.index("VM")][top4]) > 0.9
+    assert np.nanmin(maps[..., shipped.abbreviations.index("VM")][top4]) > 0.9
 
 
 def test_a_failing_evidence_step_still_gives_the_maps(shipped, monkeypatch):
     from napari_xrf_pigments import evidence
 
-    layout = crossed_strips(("TiA",), ("VM",), strip_px=2, gap_px=1, margin_px=1)
+    layout = crossed_strips(("SrY",), ("VM",), strip_px=2, gap_px=1, margin_px=1)
     cube, _ = run(simulate_mockup(layout, seed=4, live_time_s=1.0))
     checked = run(predict_cube(cube, shipped))
-    assert checked.evidence == "checked" and "Ti" in checked.unexplained_elements
+    assert checked.evidence == "checked" and "Sr" in checked.unexplained_elements
 
     def broken(self, counts):
         raise np.linalg.LinAlgError("Singular matrix")

@@ -97,3 +97,27 @@ def test_cli_training_data_without_labels(tmp_path, capsys):
         f.attrs["pigments"] = "[]"
     assert main(["train", "--data", str(path), "--out", str(tmp_path / "m")]) == 2
     assert "no labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, flag, wanted", [
+    (["simulate", "--out", "t.h5", "--n", "0"], "--n", "an integer >= 1"),
+    (["simulate", "--out", "t.h5", "--seed", "-1"], "--seed", "an integer >= 0"),
+    (["fit", "c.h5", "--out", "m.h5", "--workers", "-1"], "--workers", "an integer >= 0"),
+    (["predict", "c.h5", "--out", "m.h5", "--batch-size", "0"], "--batch-size", "an integer >= 1"),
+    (["train", "--data", "t.h5", "--out", "m", "--learning-rate", "nan"], "--learning-rate",
+     "a number > 0"),
+    (["train", "--data", "t.h5", "--out", "m", "--epochs", "2.5"], "--epochs", "an integer >= 1"),
+    (["evaluate", "--data", "t.h5", "--threshold", "1"], "--threshold", "a number > 0 and < 1"),
+    (["finetune", "--cube", "c.h5", "--labels", "l.json", "--out", "m", "--fraction", "0"],
+     "--fraction", "a number > 0 and < 1"),
+    (["mockup", "--out", "c.h5", "--live-time", "-1"], "--live-time", "a number > 0"),
+])
+def test_numeric_arguments_are_checked_before_anything_runs(argv, flag, wanted, tmp_path,
+                                                            monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {flag}: must be {wanted}" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written

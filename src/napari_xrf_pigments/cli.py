@@ -378,6 +378,36 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _bounded(kind, *, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: a number of ``kind`` (int or float) inside the given bounds."""
+    lo = "" if low is None else ("> " if low_open else ">= ") + f"{low:g}"
+    hi = "" if high is None else ("< " if high_open else "<= ") + f"{high:g}"
+    wanted = " ".join([("an integer" if kind is int else "a number"),
+                       " and ".join(b for b in (lo, hi) if b)]).strip()
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        bad = (value != value or value in (float("inf"), float("-inf"))
+               or (low is not None and (value <= low if low_open else value < low))
+               or (high is not None and (value >= high if high_open else value > high)))
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: Argument types of the commands: counts, seeds, probabilities, positive quantities.
+_POSITIVE_INT = _bounded(int, low=1)
+_NON_NEGATIVE_INT = _bounded(int, low=0)
+_POSITIVE = _bounded(float, low=0, low_open=True)
+_PROBABILITY = _bounded(float, low=0, high=1)
+_OPEN_FRACTION = _bounded(float, low=0, high=1, low_open=True, high_open=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xrf-pigments",
@@ -393,22 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="simulate a labelled training set of layered-paint spectra")
     p.add_argument("--out", required=True, help="training-set file to write (.h5)")
-    p.add_argument("--n", type=int, default=20000, help="number of spectra (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--n", type=_POSITIVE_INT, default=20000, help="number of spectra (default 20000)")
+    p.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0, help="random seed (default 0)")
     p.add_argument("--instrument", default=None, help="instrument file (.json/.toml) or PyMca .cfg")
     p.add_argument("--background", default=None,
                    help="measured cube whose SNIP background is added to the simulated spectra")
-
-    def probability(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-        return value
-
-    p.add_argument("--distractors", type=probability, default=0.0, metavar="P",
+    p.add_argument("--distractors", type=_PROBABILITY, default=0.0, metavar="P",
                    help="probability in [0, 1] that a paint layer holds out-of-library "
                         "'distractor' pigments (train split of the library; pure, or mixed "
                         "with class pigments), labelled as none of the classes (default 0: "
@@ -423,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="NeXus cube file to write (.h5)")
     p.add_argument("--truth", default=None, help="ground-truth file to write (.h5)")
     p.add_argument("--instrument", default=None, help="instrument file (.json/.toml) or PyMca .cfg")
-    p.add_argument("--live-time", type=float, default=None, help="dwell per pixel in s (default 10)")
+    p.add_argument("--live-time", type=_POSITIVE, default=None, help="dwell per pixel in s (default 10)")
     p.add_argument("--tops", default=None,
                    help="top strips, comma-separated: mixture names of the library (\"Top 2\", "
                         '"Smalt + lead white"), material abbreviations (TiW) or mass %% mixtures '
@@ -433,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--library", action="append", default=None, metavar="FILE",
                    help="pigment library file (.json/.toml) adding your own pigments and "
                         "mixtures to the built-in ones; repeatable")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0, help="random seed (default 0)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_mockup)
 
@@ -446,9 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="elements to fit, e.g. Ca,Cr,Fe,Pb or 'Pb L,Pb M' (lines K/L/M chosen "
                            "from the energy range); default: those found in the sum spectrum")
     p.add_argument("--tube", default=None, help="X-ray tube anode, e.g. Rh (its lines are fitted as scatter)")
-    p.add_argument("--kv", type=float, default=None,
+    p.add_argument("--kv", type=_POSITIVE, default=None,
                    help="tube voltage in kV (edges above it are not excited)")
-    p.add_argument("--excitation", type=float, default=None,
+    p.add_argument("--excitation", type=_POSITIVE, default=None,
                    help="monochromatic beam energy in keV (adds Rayleigh/Compton peaks)")
     p.add_argument("--weight", type=int, choices=(0, 1, 2), default=0,
                    help="least-squares weights: 0 none (default, as PyMca's batch), 1 from the sum "
@@ -456,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-refit", action="store_true", help="keep negative peak areas (no refit)")
     p.add_argument("--calibration", choices=("cube", "config"), default="cube",
                    help="energy calibration to use with --config: the cube's (default) or the .cfg's")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_NON_NEGATIVE_INT, default=None,
                    help="worker processes (default: one per CPU; 0: fit in this process)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_fit)
@@ -466,19 +486,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a pigment model on a labelled training set")
     p.add_argument("--data", required=True, help="training set (.h5, see docs/model.md)")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--folds", type=int, default=D["folds"],
+    p.add_argument("--folds", type=_POSITIVE_INT, default=D["folds"],
                    help=f"cross-validation folds (default {D['folds']}; 1: one 80/20 split)")
-    p.add_argument("--epochs", type=int, default=D["epochs"],
+    p.add_argument("--epochs", type=_POSITIVE_INT, default=D["epochs"],
                    help=f"most epochs per fold (default {D['epochs']})")
-    p.add_argument("--seed", type=int, default=D["seed"], help=f"random seed (default {D['seed']})")
-    p.add_argument("--batch-size", type=int, default=D["batch_size"],
+    p.add_argument("--seed", type=_NON_NEGATIVE_INT, default=D["seed"],
+                   help=f"random seed (default {D['seed']})")
+    p.add_argument("--batch-size", type=_POSITIVE_INT, default=D["batch_size"],
                    help=f"default {D['batch_size']}")
-    p.add_argument("--learning-rate", type=float, default=D["learning_rate"],
+    p.add_argument("--learning-rate", type=_POSITIVE, default=D["learning_rate"],
                    help=f"Adam, default {D['learning_rate']:g}")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=D["lr_schedule"],
                    help="learning rate over the epochs: constant (paper, default) or a cosine "
                         "decay to 1%% of it at the last epoch")
-    p.add_argument("--patience", type=int, default=D["patience"],
+    p.add_argument("--patience", type=_POSITIVE_INT, default=D["patience"],
                    help=f"early-stopping patience in epochs (default {D['patience']})")
     p.add_argument("--grid", default="data", type=_parse_grid,
                    help="model energy grid: 'data' (the data's channels from 2.80 keV, default), "
@@ -512,15 +533,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="model directory (default: the shipped model); not with --maps")
     p.add_argument("--json", action="store_true", help="also print one JSON object (last line)")
-    p.add_argument("--threshold", type=float, default=THRESHOLD, help="probability threshold")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--threshold", type=_OPEN_FRACTION, default=THRESHOLD,
+                   help="probability threshold")
+    p.add_argument("--batch-size", type=_POSITIVE_INT, default=None)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="pigment probability maps of an XRF cube")
     p.add_argument("cube", help="XRF cube file")
     p.add_argument("--out", required=True, help="maps file to write (.h5)")
     p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
-    p.add_argument("--batch-size", type=int, default=None, help="spectra per inference call")
+    p.add_argument("--batch-size", type=_POSITIVE_INT, default=None, help="spectra per inference call")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.add_argument("--no-evidence", action="store_true",
                    help="write the network's probabilities unchecked: no element evidence, no "
@@ -536,11 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "from `xrf-pigments mockup --truth`)")
     p.add_argument("--out", required=True, help="model directory to write (never the base model)")
     p.add_argument("--model", default=None, help="base model directory (default: the shipped model)")
-    p.add_argument("--fraction", type=float, default=F["fraction"],
+    p.add_argument("--fraction", type=_OPEN_FRACTION, default=F["fraction"],
                    help=f"share of labelled pixels to finetune on; the rest is the test set "
                         f"(default {F['fraction']})")
-    p.add_argument("--seed", type=int, default=F["seed"], help=f"random seed (default {F['seed']})")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--seed", type=_NON_NEGATIVE_INT, default=F["seed"],
+                   help=f"random seed (default {F['seed']})")
+    p.add_argument("--epochs", type=_POSITIVE_INT, default=None,
                    help=f"most epochs of each stage (default {F['head_epochs']} for the dense head, "
                         f"{F['epochs']} for all layers; early stopping ends sooner)")
     p.add_argument("--name", default=None, help="model name stored in its metadata")
@@ -557,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="folder to create")
     p.add_argument("--view", action="store_true", help="then open everything in napari")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_NON_NEGATIVE_INT, default=None,
                    help="PyMca fitting processes (default: one per CPU)")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.set_defaults(func=_cmd_demo)

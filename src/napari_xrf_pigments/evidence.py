@@ -65,6 +65,9 @@ EMPIRICAL_COMPONENTS = 6
 #: A family this significant in a pixel (first pass) gets its line groups freed there.
 STRONG_SIGMA = 30.0
 _FANO = 0.114
+#: Line templates per (grid, families, resolution), shared by the fits of all cubes.
+_TEMPLATE_CACHE: dict = {}
+_TEMPLATE_CACHE_SIZE = 32
 
 
 def _group_name(line) -> str:
@@ -214,9 +217,20 @@ class ElementFit:
             return column / max(column.sum(), 1e-30)
 
         self.resolution_keV = float(resolution_keV)
-        self._family_columns = np.array([template(f[2]) for f in self._families]).T
-        self._correction_columns = np.array([template(g) for _, g in self._corrections]).T.reshape(
-            self.grid.size, len(self._corrections))
+        # Drawing ~2,000 templates costs about 0.1 s per resolution; every cube of the same grid
+        # and candidate elements tries the same resolutions, so they are kept.
+        key = (self.grid.tobytes(), self.family_names, self.resolution_keV)
+        columns = _TEMPLATE_CACHE.get(key)
+        if columns is None:
+            columns = (
+                np.array([template(f[2]) for f in self._families]).T,
+                np.array([template(g) for _, g in self._corrections]).T.reshape(
+                    self.grid.size, len(self._corrections)),
+            )
+            if len(_TEMPLATE_CACHE) >= _TEMPLATE_CACHE_SIZE:
+                _TEMPLATE_CACHE.pop(next(iter(_TEMPLATE_CACHE)))
+            _TEMPLATE_CACHE[key] = columns
+        self._family_columns, self._correction_columns = columns
         self._template = template
         self._readout = readout
         self._derivatives = None

@@ -271,10 +271,9 @@ def predict_job(cube_spec, model_path=None, *, device: str | None = None):
     (PigmentPrediction, model name)
     """
     from ..model.files import load_model
+    from ..model.preflight import preflight_warnings
     from ..model.predict import DEFAULT_BATCH_CPU, predict_cube
     from ..progress import Progress
-
-    from ..model.preflight import preflight_warnings
 
     cube = _open_portable(cube_spec)
     yield Progress(0, cube.shape[0], "loading the model")

@@ -69,12 +69,6 @@ class _Peak:
     explained: bool = False
 
 
-def _fwhm(energy_keV, resolution_keV):
-    from ..physics.instrument import fwhm_at
-
-    return fwhm_at(energy_keV, resolution_keV, _FANO)
-
-
 def _family_lines(symbol, family, lo, hi, excitation_keV, fwhm_at):
     """Resolved lines (energy, relative rate) of a family inside [lo, hi], strongest = 1."""
     from PyMca5.PyMcaPhysics import Elements
@@ -197,8 +191,10 @@ def suggest_elements(
         hi = min(hi, exciting + (1.0 if excitation_keV is not None else 0.0))
     gain = float(np.median(np.diff(e)))
 
+    from ..physics.instrument import fwhm_at as detector_fwhm
+
     def fwhm_at(energy):
-        return float(_fwhm(energy, resolution_keV))
+        return float(detector_fwhm(energy, resolution_keV, _FANO))
 
     # Background: SNIP over ~2.5 FWHM on a lightly smoothed spectrum, as for the fit. SNIP sits
     # a few percent low on noisy data, which on a sum spectrum of millions of counts would make

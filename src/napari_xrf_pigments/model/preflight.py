@@ -1173,15 +1173,11 @@ def _check_classes(model, library=None):
 
 
 def _model_groups(model) -> set:
-    """Abbreviations of the model's group columns (from its metadata)."""
-    try:
-        groups = getattr(model, "groups", None)
-        if groups is None:
-            metadata = getattr(model, "metadata", None) or {}
-            groups = [g["abbreviation"] for g in metadata.get("groups", ())]
-        return set(groups)
-    except Exception:  # noqa: BLE001 - odd metadata: count every column as a class
-        return set()
+    """Abbreviations of the model's group columns (``model.groups``, else its metadata)."""
+    groups = getattr(model, "groups", None)
+    if groups is None:
+        groups = [g["abbreviation"] for g in (getattr(model, "metadata", None) or {}).get("groups", ())]
+    return set(groups)
 
 
 def _counted(n_classes: int, n_groups: int) -> str:

@@ -39,7 +39,7 @@ def opened(make_napari_viewer, cache, monkeypatch):
 def test_open_sample_adds_the_cube_its_total_counts_and_the_truth(opened, cache):
     viewer, layers = opened
     cube_path, truth_path = sample_paths()
-    assert cube_path.parent == cache and cube_path.is_file() and truth_path.is_file()
+    assert cube_path.parent.parent == cache and cube_path.is_file() and truth_path.is_file()
     name = cube_path.stem
     assert [layer.name for layer in viewer.layers] == [name, f"{name} total counts", TRUTH_LAYER]
     assert [layer._type_string for layer in layers] == ["image", "image", "shapes"]

@@ -42,8 +42,10 @@ def test_first_call_simulates_with_progress(first_run, cache):
     assert steps and all(isinstance(s, Progress) for s in steps)
     assert any(s.total == 39 and s.done == 39 for s in steps)  # every row simulated
     assert (cube_path, truth_path) == sample_paths()
-    assert cube_path.parent == cache and truth_path.parent == cache
-    assert sorted(p.name for p in cache.iterdir()) == sorted([cube_path.name, truth_path.name])
+    assert cube_path.parent == truth_path.parent and cube_path.parent.parent == cache
+    folder = cube_path.parent
+    assert [p.name for p in cache.iterdir()] == [folder.name]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([cube_path.name, truth_path.name])
 
 
 def test_second_call_reads_the_cache(first_run, cache):
@@ -55,12 +57,20 @@ def test_second_call_reads_the_cache(first_run, cache):
     assert [p.stat().st_mtime_ns for p in paths] == stamps
 
 
-def test_file_names_carry_the_version(tmp_path):
+def test_file_names_carry_the_version_and_the_library(tmp_path, monkeypatch):
+    import napari_xrf_pigments.pigments as pigments
+
     cube_path, truth_path = sample_paths(tmp_path)
-    assert cube_path.parent == tmp_path and truth_path.parent == tmp_path
+    assert cube_path.parent == truth_path.parent and cube_path.parent.parent == tmp_path
     for path in (cube_path, truth_path):
         assert f"-v{__version__}" in path.name and path.suffix == ".h5"
     assert cube_path != truth_path
+    # Another pigment library (other classes in the truth) gets a sample of its own.
+    other = tmp_path / "library.json"
+    other.write_bytes(pigments.BUILTIN_PATH.read_bytes() + b"\n")
+    monkeypatch.setattr(pigments, "BUILTIN_PATH", other)
+    assert sample_paths(tmp_path)[0].parent != cube_path.parent
+    assert sample_paths(tmp_path)[0].name == cube_path.name
 
 
 def test_files_open_and_agree(first_run):

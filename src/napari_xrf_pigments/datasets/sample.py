@@ -31,12 +31,17 @@ def cache_dir() -> Path:
 def sample_paths(folder=None) -> tuple[Path, Path]:
     """Where the sample cube and its truth are cached: ``(cube.h5, truth.h5)``.
 
-    The package version is part of the name: a new version, whose simulator may differ,
-    simulates its own sample.
+    The package version is part of the name and a digest of the built-in pigment library
+    names the sub-folder: a new version, whose simulator may differ, or a changed library
+    (other classes in the truth) simulates its own sample.
     """
-    from .. import __version__
+    import hashlib
 
-    folder = cache_dir() if folder is None else Path(folder)
+    from .. import __version__
+    from ..pigments import BUILTIN_PATH
+
+    library = hashlib.sha256(BUILTIN_PATH.read_bytes()).hexdigest()[:12]
+    folder = (cache_dir() if folder is None else Path(folder)) / f"library-{library}"
     stem = f"{SAMPLE_NAME}-seed{SAMPLE_SEED}-v{__version__}"
     return folder / f"{stem}.h5", folder / f"{stem}-truth.h5"
 

@@ -25,7 +25,8 @@ prints, raw and checked side by side (goals of the trust issue in brackets):
 - ``unexplained-found``: share of pixels holding a foreign element with lines in the model's
   range whose ``unexplained`` score is >= 0.5 [>= 90 %]; also for the pixels where that paint is
   on top or exposed;
-- ``unexplained-library``: the same score on the library-only mock-up [<= 5 %];
+- ``unexplained-library``: the same score on the library-only mock-up [<= 5 %] (and per
+  element, ``unexplained-library-by-element``);
 - ``macro-F1-library``: macro F1 over the pigments present in the library-only truth, with
   the "present" labels and with the "detectable" ones (the pigment's own lines reach the
   detector, :mod:`napari_xrf_pigments.datasets.detectable`) [detectable: checked not lower
@@ -152,6 +153,8 @@ def main(argv=None):
             row[kind]["macro-F1-library-detectable"] = macro_f1(
                 maps["present"], truth, result.pigments, "detectable")
         row["checked"]["unexplained-library"] = float(np.mean(result.unexplained >= 0.5))
+        row["checked"]["unexplained-library-by-element"] = {
+            el: float(np.mean(m >= 0.5)) for el, m in result.unexplained_elements.items()}
         row["seconds"] = round(time.perf_counter() - t0, 1)
         report[name] = row
         print(f"\n{name} ({row['seconds']} s; {row['n_pixels']['foreign']} out-of-library pixels)")
@@ -162,6 +165,8 @@ def main(argv=None):
             print(f"  {key:28s} raw {fmt(raw):>6s}   checked {fmt(checked):>6s}")
         for key in ("unexplained-found", "unexplained-found-visible", "unexplained-library"):
             print(f"  {key:28s}              checked {row['checked'][key]:.3f}")
+        by_element = row["checked"]["unexplained-library-by-element"]
+        print("  ... of which " + (", ".join(f"{el} {v:.3f}" for el, v in by_element.items()) or "none"))
     print(json.dumps(report))
 
 

@@ -76,3 +76,49 @@ def test_a_failing_evidence_step_still_gives_the_maps(shipped, monkeypatch):
     assert any("element evidence is unavailable (Singular matrix)" in w for w in result.warnings)
     np.testing.assert_array_equal(result.maps["present"], unchecked.maps["present"])
     np.testing.assert_array_equal(checked.raw["present"], unchecked.maps["present"])
+
+
+def test_maps_streamed_to_file_equal_the_maps_in_memory(shipped, monkeypatch, tmp_path):
+    """predict_to_file writes block by block; the file holds what predict_cube returns."""
+    from napari_xrf_pigments import evidence
+    from napari_xrf_pigments.io.maps import read_maps
+    from napari_xrf_pigments.model import predict
+    from napari_xrf_pigments.model.predict import predict_to_file
+
+    layout = crossed_strips(("SrY", "VM"), ("LW",), strip_px=2, gap_px=1, margin_px=1)
+    cube, _ = run(simulate_mockup(layout, seed=5, live_time_s=1.0))
+    monkeypatch.setattr(predict, "SPECTRA_PER_BLOCK", 2 * cube.shape[1])  # blocks of 2 rows
+    memory = run(predict_cube(cube, shipped, batch_size=4))
+    maps, root = read_maps(run(predict_to_file(cube, tmp_path / "a.h5", shipped, batch_size=4)))
+    assert root["evidence"] == "checked" and "unexplained_Sr" in maps
+    expected = memory.to_maps()
+    assert list(maps) == list(expected)
+    for name, (values, attrs) in expected.items():
+        np.testing.assert_array_equal(maps[name][0], values, err_msg=name)
+        assert maps[name][1] == attrs, name
+    raw, _ = read_maps(tmp_path / "a.h5", group="raw")
+    np.testing.assert_array_equal(raw["VM"][0], memory.raw["present"][..., shipped.abbreviations.index("VM")])
+
+    # The check fails from the second block on: every map, in memory and in the file, is the
+    # network's own.
+    from napari_xrf_pigments.model.preflight import cube_tube
+
+    assert cube_tube(cube.metadata)[0] == "Rh" and cube.shape[0] > 2  # no tube guess; 2+ blocks
+    fit, calls = evidence.ElementFit.fit, []
+
+    def fails_later(self, counts):
+        calls.append(1)
+        if len(calls) > 1:
+            raise np.linalg.LinAlgError("Singular matrix")
+        return fit(self, counts)
+
+    monkeypatch.setattr(evidence.ElementFit, "fit", fails_later)
+    memory = run(predict_cube(cube, shipped, batch_size=4))
+    calls.clear()
+    maps, root = read_maps(run(predict_to_file(cube, tmp_path / "b.h5", shipped, batch_size=4)))
+    unchecked = run(predict_cube(cube, shipped, batch_size=4, evidence=False))
+    assert memory.evidence == root["evidence"] == "unavailable" and memory.raw is None
+    np.testing.assert_array_equal(memory.maps["present"], unchecked.maps["present"])
+    assert read_maps(tmp_path / "b.h5", group="raw")[0] == {} and "unexplained" not in maps
+    assert maps["VM"][1]["evidence"] == "unavailable"
+    np.testing.assert_array_equal(maps["VM"][0], unchecked.maps["present"][..., shipped.abbreviations.index("VM")])

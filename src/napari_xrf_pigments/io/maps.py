@@ -19,6 +19,7 @@ Every stage that writes maps uses :func:`write_maps`, so readers and widgets see
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Mapping
@@ -73,34 +74,134 @@ def write_maps(
     OutputExistsError
         If ``path`` exists and ``force`` is false.
     """
-    import h5py
-
-    from .. import __version__
-    from ._atomic import atomic_output
-
     if not maps:
         raise InvalidDataError("there are no maps to write")
     groups = {"maps": _prepare(maps), "raw": _prepare(raw or {})}
     shapes = {a.shape for g in groups.values() for a, _ in g.values()}
     if len(shapes) > 1:
         raise InvalidDataError(f"maps have different shapes: {sorted(shapes)}")
-    with atomic_output(path, force=force) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, value in (root_attrs or {}).items():
-                f.attrs[key] = _attr_value(value)
-            f.attrs["format"] = MAPS_FORMAT
-            f.attrs["format_version"] = MAPS_VERSION
-            f.attrs["software"] = "napari-xrf-pigments"
-            f.attrs["version"] = __version__
-            for group_name, prepared in groups.items():
-                if not prepared and group_name != "maps":
-                    continue
-                group = f.create_group(group_name, track_order=True)
-                for name, (array, attrs) in prepared.items():
-                    ds = group.create_dataset(name, data=array, compression="gzip", compression_opts=4)
-                    for key, value in attrs.items():
-                        ds.attrs[key] = _attr_value(value)
+    with open_maps_writer(path, shapes.pop(), force=force) as out:
+        out.set_root_attrs(root_attrs or {})
+        for group_name, prepared in groups.items():
+            for name, (array, attrs) in prepared.items():
+                out.add(name, array, attrs, group=group_name)
     return Path(path)
+
+
+@contextlib.contextmanager
+def open_maps_writer(path, shape, *, force: bool = False):
+    """A :class:`MapsWriter` on a temporary file that becomes ``path`` when the block ends.
+
+    If the block raises (including cancellation), nothing is left and an existing ``path`` is
+    untouched.
+
+    Parameters
+    ----------
+    path : str or Path
+    shape : (int, int)
+        Rows and columns of every map.
+    force : bool
+        Replace an existing file.
+    """
+    import h5py
+
+    from ._atomic import atomic_output
+
+    with atomic_output(path, force=force) as tmp, h5py.File(tmp, "w") as f:
+        yield MapsWriter(f, shape)
+
+
+class MapsWriter:
+    """Maps written one by one, or block by block for maps larger than memory.
+
+    Made by :func:`open_maps_writer`. Map attributes may be set after the data (e.g. once a
+    prediction knows whether its evidence check held).
+
+    Parameters
+    ----------
+    file : h5py.File
+        Open for writing.
+    shape : (int, int)
+        Rows and columns of every map.
+    """
+
+    def __init__(self, file, shape):
+        from .. import __version__
+
+        self.file = file
+        self.shape = tuple(int(n) for n in shape)
+        self._format = {"format": MAPS_FORMAT, "format_version": MAPS_VERSION,
+                        "software": "napari-xrf-pigments", "version": __version__}
+        self.file.attrs.update(self._format)
+        self.file.create_group("maps", track_order=True)
+
+    def set_root_attrs(self, attrs: Mapping) -> None:
+        """Provenance for the root (model, input file...); the format attributes stay."""
+        for key, value in attrs.items():
+            if key not in self._format:
+                self.file.attrs[key] = _attr_value(value)
+
+    def _group(self, name: str):
+        if name not in ("maps", "raw"):
+            raise InvalidDataError(f"maps go to /maps or /raw, not /{name}")
+        if name not in self.file:
+            self.file.create_group(name, track_order=True)
+        return self.file[name]
+
+    def create(self, name: str, *, group: str = "maps", chunk_rows: int | None = None):
+        """An empty map (NaN) to fill by rows: ``writer.create("VM")[0:16] = block``.
+
+        Parameters
+        ----------
+        chunk_rows : int, optional
+            Rows per stored chunk; give the rows of the blocks you write, so that no chunk is
+            compressed twice.
+
+        Returns
+        -------
+        h5py.Dataset, float32, shape (rows, columns)
+        """
+        _check_name(name)
+        rows, cols = self.shape
+        chunks = (max(1, min(rows, int(chunk_rows or rows))), max(1, cols))
+        return self._group(group).create_dataset(
+            name, shape=self.shape, dtype=np.float32, chunks=chunks, fillvalue=np.nan,
+            compression="gzip", compression_opts=4)
+
+    def add(self, name: str, array, attrs: Mapping, *, group: str = "maps") -> None:
+        """Write a whole map (2-D, float32) with its attributes."""
+        _check_name(name)
+        array = np.asarray(array, dtype=np.float32)
+        if array.shape != self.shape:
+            raise InvalidDataError(f"map {name!r} has shape {array.shape}, others {self.shape}")
+        _check_attrs(name, attrs)
+        ds = self._group(group).create_dataset(name, data=array, compression="gzip", compression_opts=4)
+        for key, value in attrs.items():
+            ds.attrs[key] = _attr_value(value)
+
+    def set_attrs(self, name: str, attrs: Mapping, *, group: str = "maps") -> None:
+        """Attributes of a map made by :meth:`create`."""
+        _check_attrs(name, attrs)
+        ds = self.file[group][name]
+        for key, value in attrs.items():
+            ds.attrs[key] = _attr_value(value)
+
+    def discard(self, group: str) -> None:
+        """Remove a group made so far (e.g. ``/raw`` of a prediction whose check failed)."""
+        if group in self.file:
+            del self.file[group]
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise InvalidDataError(f"bad map name {name!r} (non-empty, no '/')")
+
+
+def _check_attrs(name: str, attrs: Mapping) -> None:
+    if attrs.get("kind") not in MAP_KINDS:
+        raise InvalidDataError(f"map {name!r} needs attribute kind in {MAP_KINDS}")
+    if "unit" not in attrs:
+        raise InvalidDataError(f"map {name!r} needs a unit attribute")
 
 
 def _prepare(maps: Mapping) -> dict:
@@ -108,8 +209,7 @@ def _prepare(maps: Mapping) -> dict:
     prepared = {}
     shape = None
     for name, item in maps.items():
-        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-            raise InvalidDataError(f"bad map name {name!r} (non-empty, no '/')")
+        _check_name(name)
         try:
             array, attrs = item
         except (TypeError, ValueError):
@@ -122,10 +222,7 @@ def _prepare(maps: Mapping) -> dict:
         elif array.shape != shape:
             raise InvalidDataError(f"map {name!r} has shape {array.shape}, others {shape}")
         attrs = dict(attrs or {})
-        if attrs.get("kind") not in MAP_KINDS:
-            raise InvalidDataError(f"map {name!r} needs attribute kind in {MAP_KINDS}")
-        if "unit" not in attrs:
-            raise InvalidDataError(f"map {name!r} needs a unit attribute")
+        _check_attrs(name, attrs)
         prepared[name] = (array, attrs)
     return prepared
 

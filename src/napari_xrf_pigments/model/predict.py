@@ -58,15 +58,17 @@ class PigmentPrediction:
         ``"present"`` (any layer) and, for two-headed models, ``"top"``: the network's
         probabilities checked against element evidence (:mod:`napari_xrf_pigments.evidence`),
         or the raw ones when evidence is unavailable. NaN where the pixel has no counts in the
-        model's energy range.
+        model's energy range. (Where :meth:`Predictor.predict_cube` was given a ``store``,
+        what the store made.)
     pigments : tuple of PigmentLabel
     model_name : str
     raw : dict, optional
         The network's own probabilities, same layout as ``maps`` (None without evidence).
     unexplained : ndarray of float32, shape (rows, columns), optional
         Score in [0, 1] that the pixel holds signal no called pigment explains.
-    unexplained_elements : dict of element -> ndarray of float32 (rows, columns)
-        Per element that is unexplained (score >= 0.5) somewhere.
+    unexplained_elements : mapping of element -> ndarray of float32 (rows, columns)
+        Per element that is unexplained (score >= 0.5) somewhere; each map is made when
+        accessed.
     evidence : str
         ``"checked"`` or ``"unavailable"``.
     warnings : list of str
@@ -93,12 +95,18 @@ class PigmentPrediction:
         "top"), ``"unexplained"`` and ``"unexplained_<element>"``.
         """
         out = _pigment_maps(self.maps, self.pigments, self.evidence, self.groups)
-        if self.unexplained is not None:
-            out["unexplained"] = (self.unexplained, {"kind": "unexplained", "unit": "score"})
-            for element, values in self.unexplained_elements.items():
-                out[f"unexplained_{element}"] = (
-                    values, {"kind": "unexplained", "unit": "score", "element": element})
+        out.update(self.unexplained_maps())
         return out
+
+    def unexplained_maps(self):
+        """The unexplained maps in :meth:`to_maps` form, one at a time (generator of
+        (name, (array, attrs)))."""
+        if self.unexplained is None:
+            return
+        yield "unexplained", (self.unexplained, {"kind": "unexplained", "unit": "score"})
+        for element, values in self.unexplained_elements.items():
+            yield f"unexplained_{element}", (
+                values, {"kind": "unexplained", "unit": "score", "element": element})
 
     def describe_pixel(self, row: int, column: int, *, threshold: float = 0.5) -> str:
         """One line for a pixel: the pigments called there and the elements left unexplained.
@@ -122,11 +130,11 @@ class PigmentPrediction:
         return _pigment_maps(self.raw, self.pigments, "raw", self.groups) if self.raw else {}
 
 
-def _pigment_maps(maps: dict, pigments, evidence: str, groups=None) -> dict:
+def _pigment_entries(outputs, pigments, evidence: str, groups=None):
+    """(output, column, map name, attributes) of every pigment map of a prediction."""
     groups = groups or {}
-    out = {}
     for output, layer, suffix in (("present", "any", ""), ("top", "top", "_top")):
-        if output not in maps:
+        if output not in outputs:
             continue
         for i, p in enumerate(pigments):
             attrs = {
@@ -139,8 +147,30 @@ def _pigment_maps(maps: dict, pigments, evidence: str, groups=None) -> dict:
             }
             if p.abbreviation in groups:
                 attrs["members"] = list(groups[p.abbreviation])
-            out[f"{p.abbreviation}{suffix}"] = (maps[output][..., i], attrs)
-    return out
+            yield output, i, f"{p.abbreviation}{suffix}", attrs
+
+
+def _pigment_maps(maps: dict, pigments, evidence: str, groups=None) -> dict:
+    return {name: (maps[output][..., i], attrs)
+            for output, i, name, attrs in _pigment_entries(maps, pigments, evidence, groups)}
+
+
+class _MapColumns:
+    """One output's probabilities, (rows, columns, n_pigments), kept as n 2-D maps of a file.
+
+    Takes and gives blocks of rows like an array: ``columns[rows] = block`` writes
+    ``block[..., i]`` to map i.
+    """
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+
+    def __setitem__(self, rows: slice, block) -> None:
+        for i, ds in enumerate(self.datasets):
+            ds[rows] = block[..., i]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.stack([ds[rows] for ds in self.datasets], axis=-1)
 
 
 class Predictor:
@@ -319,13 +349,26 @@ class Predictor:
 
     # -- cubes -------------------------------------------------------------------------------
 
-    def predict_cube(self, cube: XRFCube, *, rows_per_block: int | None = None, evidence: bool = True):
+    def predict_cube(self, cube: XRFCube, *, rows_per_block: int | None = None, evidence: bool = True,
+                     store=None):
         """Predict every pixel of a cube (generator).
 
         With ``evidence`` (default) every block is also fitted for element lines: pigment
         probabilities are checked against the elements each pigment needs and an
         ``unexplained`` score is computed (:mod:`napari_xrf_pigments.evidence`); the network's
         own probabilities are kept as ``raw``.
+
+        Parameters
+        ----------
+        cube : XRFCube
+        rows_per_block : int, optional
+            Rows predicted at a time (default: about :data:`SPECTRA_PER_BLOCK` spectra).
+        evidence : bool
+        store : callable, optional
+            ``store(group, output, rows_per_block)``: where the probabilities of ``output``
+            go, for ``group`` "maps" (checked) or "raw" (the network's own); anything taking and
+            giving blocks of rows like an array of shape (rows, columns, n_pigments). Default:
+            arrays in memory; :func:`predict_to_file` streams them to the maps file instead.
 
         Yields
         ------
@@ -351,14 +394,17 @@ class Predictor:
             by_spectra = max(1, math.ceil(max(SPECTRA_PER_BLOCK, 4 * self.batch_size) / cols))
             rows_per_block = min(by_spectra, default_rows_per_block(cube.shape, cube.dtype))
         n_p = len(self.model.pigments)
-        maps = {k: np.full((rows, cols, n_p), np.nan, np.float32) for k in self.outputs}
+        if store is None:
+            def store(group, output, rows_per_block):
+                return np.full((rows, cols, n_p), np.nan, np.float32)
+        maps = {k: store("maps", k, rows_per_block) for k in self.outputs}
         checker = raw = None
         if evidence:
             from ..evidence import EvidenceChecker
 
             checker = EvidenceChecker(self.model, cube, (rows, cols))
         if checker is not None and checker.available:
-            raw = {k: np.full((rows, cols, n_p), np.nan, np.float32) for k in self.outputs}
+            raw = {k: store("raw", k, rows_per_block) for k in self.outputs}
         _ = self.function  # compile before the first block is read
 
         items: queue.Queue = queue.Queue(maxsize=2)
@@ -423,10 +469,16 @@ class Predictor:
         names = {p.abbreviation: p.name for p in self.model.pigments}
         groups = {g: tuple(names.get(m, m) for m in members)
                   for g, members in self.model.groups.items()}
-        if raw is None or not checker.available:
-            # Unchecked: the network's own maps (all of them, if the check failed half way).
-            return PigmentPrediction(maps if raw is None else raw, self.model.pigments,
-                                     self.model.name, warnings=warnings, groups=groups)
+        if raw is not None and not checker.available:
+            # The check failed part way: every map becomes the network's own.
+            for k in self.outputs:
+                for start in range(0, rows, rows_per_block):
+                    done = slice(start, min(rows, start + rows_per_block))
+                    maps[k][done] = raw[k][done]
+            raw = None
+        if raw is None:
+            return PigmentPrediction(maps, self.model.pigments, self.model.name,
+                                     warnings=warnings, groups=groups)
         return PigmentPrediction(
             maps, self.model.pigments, self.model.name, raw=raw,
             unexplained=checker.unexplained, unexplained_elements=checker.unexplained_elements(),
@@ -444,7 +496,7 @@ def _pad(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def predict_cube(cube: XRFCube, model=None, *, batch_size: int | None = None, engine: str = "auto",
-                 evidence: bool = True):
+                 evidence: bool = True, store=None):
     """Pigment maps of ``cube`` (generator yielding Progress, returning PigmentPrediction).
 
     Parameters
@@ -457,6 +509,8 @@ def predict_cube(cube: XRFCube, model=None, *, batch_size: int | None = None, en
     engine : {"auto", "fast", "keras"}
     evidence : bool
         Check the probabilities against element evidence and score unexplained signal.
+    store : callable, optional
+        Where the maps go (see :meth:`Predictor.predict_cube`); default: memory.
     """
     from .files import PigmentModel, load_model
 
@@ -465,7 +519,7 @@ def predict_cube(cube: XRFCube, model=None, *, batch_size: int | None = None, en
     kwargs = {"engine": engine}
     if batch_size:
         kwargs["batch_size"] = int(batch_size)
-    return (yield from model.predictor(**kwargs).predict_cube(cube, evidence=evidence))
+    return (yield from model.predictor(**kwargs).predict_cube(cube, evidence=evidence, store=store))
 
 
 def predict_to_file(
@@ -505,7 +559,7 @@ def predict_to_file(
     """
     from .. import __version__
     from ..io._atomic import check_output_path
-    from ..io.maps import write_maps
+    from ..io.maps import open_maps_writer
     from .files import PigmentModel, load_model
 
     check_output_path(out, force=force)  # fail before hours of work, not after
@@ -516,17 +570,32 @@ def predict_to_file(
         cube = open_cube(cube)
     if not isinstance(model, PigmentModel):
         model = load_model(model)
-    result = yield from predict_cube(cube, model, batch_size=batch_size, engine=engine,
-                                     evidence=evidence)
-    root = {
-        "kind": "pigment",
-        "model": str(model.path) if model.path else model.name,
-        "model_name": model.name,
-        "model_version": model.metadata.get("package_version", "") if model.metadata else "",
-        "input_file": input_file or cube.source or "",
-        "preprocessing_version": int(model.preprocessing.version),
-        "package_version": __version__,
-        "evidence": result.evidence,
-        "warnings": [*warnings, *result.warnings],
-    }
-    return write_maps(Path(out), result.to_maps(), root, force=force, raw=result.raw_maps())
+    with open_maps_writer(out, cube.shape[:2], force=force) as writer:
+        # Maps go to the file block by block: a cube larger than memory needs no maps in memory.
+        def store(group, output, rows_per_block):
+            return _MapColumns(writer.create(name, group=group, chunk_rows=rows_per_block)
+                               for _, _, name, _ in _pigment_entries((output,), model.pigments, ""))
+
+        result = yield from predict_cube(cube, model, batch_size=batch_size, engine=engine,
+                                         evidence=evidence, store=store)
+        for _, _, name, attrs in _pigment_entries(model.outputs, model.pigments, result.evidence,
+                                                  result.groups):
+            writer.set_attrs(name, attrs)
+            if result.raw is not None:
+                writer.set_attrs(name, {**attrs, "evidence": "raw"}, group="raw")
+        if result.raw is None:
+            writer.discard("raw")
+        for name, (values, attrs) in result.unexplained_maps():
+            writer.add(name, values, attrs)
+        writer.set_root_attrs({
+            "kind": "pigment",
+            "model": str(model.path) if model.path else model.name,
+            "model_name": model.name,
+            "model_version": model.metadata.get("package_version", "") if model.metadata else "",
+            "input_file": input_file or cube.source or "",
+            "preprocessing_version": int(model.preprocessing.version),
+            "package_version": __version__,
+            "evidence": result.evidence,
+            "warnings": [*warnings, *result.warnings],
+        })
+    return Path(out)

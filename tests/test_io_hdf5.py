@@ -407,3 +407,11 @@ def test_maps_layout_with_unset_calibration(tmp_path):
     cube = open_cube(path)
     assert cube.format == "maps-hdf5" and cube.shape == (2, 3, 32)
     assert not cube.calibrated
+
+
+def test_energies_in_ev_labelled_kev_are_refused(tmp_path):
+    path = tmp_path / "ev.nxs"
+    _write_nxdata(path, _cube_data(2, 3, 40), ["y", "x", "energy"], 500.0 + 100.0 * np.arange(40))
+    with pytest.raises(UnreadableFileError, match=r"ev\.nxs: the energy array gives 500 to 4400 keV"
+                                                  ".* looks like eV; divide it by 1000"):
+        open_cube(path)

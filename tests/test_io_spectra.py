@@ -198,3 +198,16 @@ def test_negative_counts_in_text_spectrum(tmp_path):
     path.write_text("\n".join(["5"] * 100 + ["-2"] + ["5"] * 27) + "\n")
     with pytest.raises(UnreadableFileError, match="negative"):
         open_cube(path)
+
+
+def test_gse_with_an_impossible_calibration_is_refused_with_the_reason(tmp_path, capsys):
+    from napari_xrf_pigments.cli import main
+
+    path = tmp_path / "ev.mca"
+    path.write_text(_gse_text([0.0], [1e308], np.ones((256, 1))))
+    with pytest.raises(UnreadableFileError, match=r"cannot read .*ev\.mca: the calibration .* "
+                                                  "XRF energies stay below about 200 keV"):
+        open_cube(path)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and "check the calibration" in err

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_xrf_pigments.cube import EnergyAxis, XRFCube
+from napari_xrf_pigments.errors import CalibrationError
 from napari_xrf_pigments.datasets.mockup import crossed_strips, simulate_mockup
 from napari_xrf_pigments.model.files import DEFAULT_MODEL_DIR, PigmentModel, read_metadata
 from napari_xrf_pigments.model.preflight import (
@@ -127,9 +128,14 @@ def test_a_cube_ending_at_20_keV_misses_part_of_the_model_range(mockup, model):
 
 
 def test_a_calibration_in_eV_is_caught(mockup, model):
-    items = preflight_warnings(mockup.with_calibration(0.0, 10.0), model)  # 10 "keV" per channel
-    item = by_code(items, "energy-range")
-    assert "only 2 channels between 2.80 and 29.96 keV" in item.message
+    # 10 "keV" per channel over 4096 channels: refused by the energy axis itself.
+    with pytest.raises(CalibrationError, match="looks like eV; divide it by 1000"):
+        mockup.with_calibration(0.0, 10.0)
+    # Channels keV wide that stay below 200 keV (a gain off by a factor, few channels): warned.
+    coarse = XRFCube(mockup.counts[..., :300], EnergyAxis.from_calibration(300, 0.0, 0.5),
+                     metadata=mockup.metadata)
+    item = by_code(preflight_warnings(coarse, model), "energy-range")
+    assert "only 54 channels between 2.80 and 29.96 keV" in item.message
     assert "keV, not eV" in item.message
 
     items = preflight_warnings(mockup.with_calibration(100.0, 0.01), model)  # 100 "keV" offset

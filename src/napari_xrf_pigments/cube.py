@@ -21,6 +21,49 @@ HOW_TO_CALIBRATE = (
 )
 
 
+#: Energies (keV) a channel of an XRF detector can have: a zero offset slightly below 0 (real
+#: detectors: about -0.1..0 keV), and nothing above the hardest tube or synchrotron beam.
+ENERGY_LIMITS_KEV = (-1.0, 200.0)
+
+
+def _check_polynomial(n_channels, zero, gain, quad) -> None:
+    """Refuse a calibration that is not increasing, or leaves ENERGY_LIMITS_KEV, on the channels."""
+    last = n_channels - 1
+    if not (gain > 0 and gain + 2 * quad * last > 0):
+        if quad != 0 and (gain > 0 or gain + 2 * quad * last > 0):
+            turn = -gain / (2 * quad)
+            raise CalibrationError(
+                f"the calibration (zero {zero:g} keV, gain {gain:g} keV/ch, quadratic {quad:g} "
+                f"keV/ch^2) turns back at channel {turn:.0f} of 0-{last}: energy must increase "
+                "with the channel; check the quadratic term"
+            )
+        raise CalibrationError(
+            f"the calibration gain is {gain:g} keV/ch: energy must increase with the channel; "
+            "check the sign of the gain"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):  # huge terms: an inf is reported below
+        end = zero + gain * last + quad * last * last
+    _check_range(zero, end, n_channels, f"the calibration (zero {zero:g} keV, gain {gain:g} keV/ch"
+                 + (f", quadratic {quad:g} keV/ch^2)" if quad else ")"))
+
+
+def _check_range(first, last, n_channels, what) -> None:
+    """Refuse energies from ``first`` to ``last`` keV outside ENERGY_LIMITS_KEV; spot eV."""
+    low, high = ENERGY_LIMITS_KEV
+    if low <= first and last <= high:
+        return
+    span = f"{what} gives {first:.6g} to {last:.6g} keV over its {n_channels} channels"
+    if not last <= high:  # also inf and nan
+        if low <= first / 1000 and last / 1000 <= high:
+            raise CalibrationError(f"{span}: that looks like eV; divide it by 1000 to get keV")
+        raise CalibrationError(
+            f"{span}: XRF energies stay below about {high:g} keV; check the calibration"
+        )
+    raise CalibrationError(
+        f"{span}: a detector's zero lies near 0 keV (not below {low:g} keV); check the zero offset"
+    )
+
+
 @dataclass(frozen=True)
 class EnergyAxis:
     """Energy of each detector channel.
@@ -54,6 +97,7 @@ class EnergyAxis:
                     raise CalibrationError(f"calibration {name} is not finite")
             if self.gain == 0:
                 raise CalibrationError("calibration gain is zero")
+            _check_polynomial(self.n_channels, self.zero, self.gain, self.quad)
         if self.values is not None:
             values = np.asarray(self.values, dtype=np.float64)
             if values.shape != (self.n_channels,):
@@ -64,6 +108,7 @@ class EnergyAxis:
                 self.n_channels > 1 and not np.all(np.diff(values) > 0)
             ):
                 raise CalibrationError("energy array must be finite and strictly increasing")
+            _check_range(float(values[0]), float(values[-1]), self.n_channels, "the energy array")
             object.__setattr__(self, "values", values)
 
     @classmethod

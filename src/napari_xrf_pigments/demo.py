@@ -124,20 +124,21 @@ def run_demo(out, *, force: bool = False, drive=None, workers: int | None = None
     -------
     DemoResult
     """
-    from .io._atomic import normal_permissions
+    from .io._atomic import naming_write_errors, normal_permissions
 
     out = Path(out).absolute()
     _check_out(out, force)
     drive = drive or _default_drive
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    try:
-        result = _run_stages(work, out, drive, workers)
-        normal_permissions(work)
-        _replace_dir(work, out)
-        return result
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+    with naming_write_errors(out):  # a full or read-only disk: one line naming the folder
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+        try:
+            result = _run_stages(work, out, drive, workers)
+            normal_permissions(work)
+            _replace_dir(work, out)
+            return result
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
 
 
 def _run_stages(work: Path, out: Path, drive, workers) -> DemoResult:

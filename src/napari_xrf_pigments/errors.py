@@ -26,5 +26,19 @@ class OutputExistsError(XRFPigmentsError, FileExistsError):
     """An output file exists and overwriting was not asked for."""
 
 
+class OutputWriteError(XRFPigmentsError, OSError):
+    """An output could not be written: the disk is full, read-only or failing.
+
+    The message names the output (not its temporary file) and what to do; ``errno`` is the
+    system's error number.
+    """
+
+    def __init__(self, path, reason, errno=None):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot write {self.path}: {reason}")
+        self.errno = errno
+
+
 class Cancelled(XRFPigmentsError):
     """A long job was stopped by its user; nothing half-written was left behind."""

@@ -230,9 +230,7 @@ def write_training_set(
     ------
     InvalidDataError, OutputExistsError
     """
-    import h5py
-
-    from .io._atomic import atomic_output
+    from .io._atomic import atomic_hdf5
 
     spectra, energy, present, top, pigments, detectable = _validate(
         spectra, energy, present, top, pigments, detectable)
@@ -243,27 +241,26 @@ def write_training_set(
             raise InvalidDataError(f"bad parameter name {name!r}")
         if np.shape(value)[:1] != (spectra.shape[0],):
             raise InvalidDataError(f"params/{name} must have {spectra.shape[0]} rows")
-    with atomic_output(path, force=force) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = TRAINING_SET_FORMAT
-            f.attrs["format_version"] = TRAINING_SET_VERSION
-            f.attrs["pigments"] = pigments_to_json(pigments)
-            f.attrs["provenance"] = provenance_json
-            chunks = (min(spectra.shape[0], 256), spectra.shape[1])
-            f.create_dataset(
-                "spectra", data=spectra, chunks=chunks, compression="gzip",
-                compression_opts=4, shuffle=True,
-            )
-            f["spectra"].attrs["unit"] = "counts"
-            f.create_dataset("energy", data=energy)
-            f["energy"].attrs["unit"] = "keV"
-            f.create_dataset("labels/present", data=present)
-            if top is not None:
-                f.create_dataset("labels/top", data=top)
-            if detectable is not None:
-                f.create_dataset("labels/detectable", data=detectable)
-            for name, value in params.items():
-                f.create_dataset(f"params/{name}", data=np.asarray(value))
+    with atomic_hdf5(path, force=force) as f:
+        f.attrs["format"] = TRAINING_SET_FORMAT
+        f.attrs["format_version"] = TRAINING_SET_VERSION
+        f.attrs["pigments"] = pigments_to_json(pigments)
+        f.attrs["provenance"] = provenance_json
+        chunks = (min(spectra.shape[0], 256), spectra.shape[1])
+        f.create_dataset(
+            "spectra", data=spectra, chunks=chunks, compression="gzip",
+            compression_opts=4, shuffle=True,
+        )
+        f["spectra"].attrs["unit"] = "counts"
+        f.create_dataset("energy", data=energy)
+        f["energy"].attrs["unit"] = "keV"
+        f.create_dataset("labels/present", data=present)
+        if top is not None:
+            f.create_dataset("labels/top", data=top)
+        if detectable is not None:
+            f.create_dataset("labels/detectable", data=detectable)
+        for name, value in params.items():
+            f.create_dataset(f"params/{name}", data=np.asarray(value))
     return Path(path)
 
 

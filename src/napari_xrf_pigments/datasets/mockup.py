@@ -307,29 +307,26 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
     """
     import json
 
-    import h5py
-
-    from ..io._atomic import atomic_output
+    from ..io._atomic import atomic_hdf5
     from ..pigments import load_pigment_library
 
     library = load_pigment_library() if library is None else library
-    with atomic_output(path, force=force) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            for group in ("present", "top", *OPTIONAL_TRUTH):
-                if group in OPTIONAL_TRUTH and not truth.get(group):
-                    continue
-                g = h5.create_group(group)
-                for abbr, mask in truth[group].items():
-                    g.create_dataset(abbr, data=np.asarray(mask, dtype=bool))
-                    if abbr in library or library.group(abbr) is not None:
-                        g[abbr].attrs["pigment"] = library.name_of(abbr)
-            strips = h5.create_group("strips")
-            strips.create_dataset("top_index", data=truth["top_index"])
-            strips.create_dataset("bottom_index", data=truth["bottom_index"])
-            h5.attrs["mockup"] = json.dumps(truth["attrs"])
-            h5.attrs["pigments"] = json.dumps(
-                [{"abbreviation": a, "name": library.name_of(a)} for a in truth["present"]]
-            )
+    with atomic_hdf5(path, force=force) as h5:
+        for group in ("present", "top", *OPTIONAL_TRUTH):
+            if group in OPTIONAL_TRUTH and not truth.get(group):
+                continue
+            g = h5.create_group(group)
+            for abbr, mask in truth[group].items():
+                g.create_dataset(abbr, data=np.asarray(mask, dtype=bool))
+                if abbr in library or library.group(abbr) is not None:
+                    g[abbr].attrs["pigment"] = library.name_of(abbr)
+        strips = h5.create_group("strips")
+        strips.create_dataset("top_index", data=truth["top_index"])
+        strips.create_dataset("bottom_index", data=truth["bottom_index"])
+        h5.attrs["mockup"] = json.dumps(truth["attrs"])
+        h5.attrs["pigments"] = json.dumps(
+            [{"abbreviation": a, "name": library.name_of(a)} for a in truth["present"]]
+        )
     return path
 
 

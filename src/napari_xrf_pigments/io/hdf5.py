@@ -37,7 +37,7 @@ import numpy as np
 
 from ..cube import EnergyAxis, XRFCube, default_rows_per_block
 from ..errors import UnreadableFileError
-from ._atomic import atomic_output
+from ._atomic import atomic_hdf5
 from ._common import (
     as_str,
     check_dtype,
@@ -670,71 +670,68 @@ def write_cube(path, cube: XRFCube, *, force: bool = False, compression: str | N
     Path
         ``path``.
     """
-    import h5py
-
     from .. import __version__
 
     path = Path(path)
     shape = cube.shape
-    with atomic_output(path, force=force) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["NX_class"] = "NXroot"
-            h5.attrs["default"] = "entry"
-            h5.attrs["creator"] = f"napari-xrf-pigments {__version__}"
-            entry = h5.create_group("entry")
-            entry.attrs["NX_class"] = "NXentry"
-            entry.attrs["default"] = "data"
-            if cube.source:
-                entry.attrs["source_file"] = str(cube.source)
-            entry.attrs["source_format"] = cube.format
-            meta = _json_metadata(cube.metadata)
-            if meta:
-                entry.attrs["metadata_json"] = meta
-            data = entry.create_group("data")
-            data.attrs["NX_class"] = "NXdata"
-            data.attrs["signal"] = "counts"
+    with atomic_hdf5(path, force=force) as h5:
+        h5.attrs["NX_class"] = "NXroot"
+        h5.attrs["default"] = "entry"
+        h5.attrs["creator"] = f"napari-xrf-pigments {__version__}"
+        entry = h5.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "data"
+        if cube.source:
+            entry.attrs["source_file"] = str(cube.source)
+        entry.attrs["source_format"] = cube.format
+        meta = _json_metadata(cube.metadata)
+        if meta:
+            entry.attrs["metadata_json"] = meta
+        data = entry.create_group("data")
+        data.attrs["NX_class"] = "NXdata"
+        data.attrs["signal"] = "counts"
 
-            kwargs = {"compression": compression, "shuffle": True} if compression else {}
-            if compression == "gzip":
-                kwargs["compression_opts"] = 4
-            counts = data.create_dataset(
-                "counts", shape=shape, dtype=cube.dtype, chunks=_spectra_chunks(shape, cube.dtype), **kwargs
-            )
-            counts.attrs["units"] = "counts"
-            counts.attrs["axes_order"] = "rows, columns, channels"
+        kwargs = {"compression": compression, "shuffle": True} if compression else {}
+        if compression == "gzip":
+            kwargs["compression_opts"] = 4
+        counts = data.create_dataset(
+            "counts", shape=shape, dtype=cube.dtype, chunks=_spectra_chunks(shape, cube.dtype), **kwargs
+        )
+        counts.attrs["units"] = "counts"
+        counts.attrs["axes_order"] = "rows, columns, channels"
 
-            if cube.calibrated:
-                energy = data.create_dataset("energy", data=cube.energy.energies())
-                energy.attrs["units"] = "keV"
-                energy.attrs["long_name"] = "energy (keV)"
-                if cube.energy.gain is not None:
-                    energy.attrs["calibration"] = np.array(cube.energy.as_calibration())
-                    energy.attrs["calibration_doc"] = "E = zero + gain*ch + quad*ch^2 (keV)"
-                e_name = "energy"
-            else:
-                data.create_dataset("channel", data=np.arange(shape[2], dtype=np.int32))
-                e_name = "channel"
-            y_name = x_name = "."
-            if cube.positions is not None:
-                y, x = (np.asarray(p, dtype=np.float64) for p in cube.positions)
-                if y.shape == (shape[0],) and x.shape == (shape[1],):
-                    data.create_dataset("y", data=y).attrs["units"] = "mm"
-                    data.create_dataset("x", data=x).attrs["units"] = "mm"
-                    y_name, x_name = "y", "x"
-            data.attrs["axes"] = [y_name, x_name, e_name]
-            data.attrs[f"{e_name}_indices"] = 2
-            if y_name != ".":
-                data.attrs["y_indices"] = 0
-                data.attrs["x_indices"] = 1
-            if cube.pixel_size is not None:
-                data.attrs["pixel_size_mm"] = np.asarray(cube.pixel_size, dtype=np.float64)
-            if cube.live_time is not None:
-                live = np.asarray(cube.live_time, dtype=np.float64)
-                if live.shape in ((), shape[:2]):
-                    data.create_dataset("live_time", data=live).attrs["units"] = "s"
+        if cube.calibrated:
+            energy = data.create_dataset("energy", data=cube.energy.energies())
+            energy.attrs["units"] = "keV"
+            energy.attrs["long_name"] = "energy (keV)"
+            if cube.energy.gain is not None:
+                energy.attrs["calibration"] = np.array(cube.energy.as_calibration())
+                energy.attrs["calibration_doc"] = "E = zero + gain*ch + quad*ch^2 (keV)"
+            e_name = "energy"
+        else:
+            data.create_dataset("channel", data=np.arange(shape[2], dtype=np.int32))
+            e_name = "channel"
+        y_name = x_name = "."
+        if cube.positions is not None:
+            y, x = (np.asarray(p, dtype=np.float64) for p in cube.positions)
+            if y.shape == (shape[0],) and x.shape == (shape[1],):
+                data.create_dataset("y", data=y).attrs["units"] = "mm"
+                data.create_dataset("x", data=x).attrs["units"] = "mm"
+                y_name, x_name = "y", "x"
+        data.attrs["axes"] = [y_name, x_name, e_name]
+        data.attrs[f"{e_name}_indices"] = 2
+        if y_name != ".":
+            data.attrs["y_indices"] = 0
+            data.attrs["x_indices"] = 1
+        if cube.pixel_size is not None:
+            data.attrs["pixel_size_mm"] = np.asarray(cube.pixel_size, dtype=np.float64)
+        if cube.live_time is not None:
+            live = np.asarray(cube.live_time, dtype=np.float64)
+            if live.shape in ((), shape[:2]):
+                data.create_dataset("live_time", data=live).attrs["units"] = "s"
 
-            for rows, block in cube.iter_blocks():
-                counts[rows] = block
+        for rows, block in cube.iter_blocks():
+            counts[rows] = block
     return path
 
 

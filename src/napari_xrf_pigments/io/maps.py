@@ -103,11 +103,9 @@ def open_maps_writer(path, shape, *, force: bool = False):
     force : bool
         Replace an existing file.
     """
-    import h5py
+    from ._atomic import atomic_hdf5
 
-    from ._atomic import atomic_output
-
-    with atomic_output(path, force=force) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_hdf5(path, force=force) as f:
         yield MapsWriter(f, shape)
 
 

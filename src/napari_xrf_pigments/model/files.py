@@ -237,7 +237,7 @@ def save_model(
     """
     import keras
 
-    from ..io._atomic import check_output_path, normal_permissions
+    from ..io._atomic import check_output_path, naming_write_errors, normal_permissions
 
     pigments = as_pigment_labels(pigments)
     meta = build_metadata(
@@ -246,30 +246,31 @@ def save_model(
     )
     _check_network(keras_model, meta, where="the model to save")
     path = check_output_path(path, force=force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    try:
-        # An uncompiled copy: no optimizer state in the file (about 1 MB for the paper net).
-        clean = keras.models.clone_model(keras_model)
-        clean.set_weights(keras_model.get_weights())
-        clean.save(tmp / WEIGHTS_FILE)
-        text = json.dumps(_jsonable(meta), indent=1, allow_nan=False)
-        (tmp / METADATA_FILE).write_text(text, encoding="utf-8")
-        normal_permissions(tmp)
-        if path.exists():
-            # Move the old model aside first, so a crash never leaves a half-replaced folder.
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            old.rmdir()
-            os.replace(path, old)
-            os.replace(tmp, path)
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+    with naming_write_errors(path):  # a full or read-only disk: one line naming the model
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+        try:
+            # An uncompiled copy: no optimizer state in the file (about 1 MB for the paper net).
+            clean = keras.models.clone_model(keras_model)
+            clean.set_weights(keras_model.get_weights())
+            clean.save(tmp / WEIGHTS_FILE)
+            text = json.dumps(_jsonable(meta), indent=1, allow_nan=False)
+            (tmp / METADATA_FILE).write_text(text, encoding="utf-8")
+            normal_permissions(tmp)
+            if path.exists():
+                # Move the old model aside first, so a crash never leaves a half-replaced folder.
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                old.rmdir()
+                os.replace(path, old)
+                os.replace(tmp, path)
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink()
             else:
-                old.unlink()
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     clear_cache()
     return path
 

@@ -8,13 +8,17 @@ bugs only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import XRFPigmentsError
 
 EXIT_USAGE_OR_INPUT = 2
+EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports a command killed by it
 
 
 def _cmd_info(args) -> int:
@@ -588,18 +592,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: it unwinds like Ctrl-C, so every clean-up runs."""
+
+
+def _on_sigterm(signum, frame):
+    # Only the first: a second SIGTERM must not cut the clean-up of the first short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """Handle SIGTERM like SIGINT while the block runs (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _os_error_message(exc: OSError) -> str:
+    """One line for an error of the system: a full, read-only or failing disk in plain words."""
+    from .io._atomic import WRITE_ERRORS
+
+    if exc.errno in WRITE_ERRORS:
+        return f"cannot write {exc.filename or 'the output'}: {WRITE_ERRORS[exc.errno]}"
+    return " ".join(str(exc).split())  # HDF5's messages span lines
+
+
 def main(argv=None) -> int:
-    """Entry point of ``xrf-pigments``; returns the exit code."""
+    """Entry point of ``xrf-pigments``; returns the exit code (143 after SIGTERM, 130 after
+    Ctrl-C, with the partial outputs removed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_unwinds():
+            return int(args.func(args) or 0)
     except XRFPigmentsError as exc:
         print(f"xrf-pigments {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE_OR_INPUT
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"xrf-pigments {args.command}: error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"xrf-pigments {args.command}: error: {_os_error_message(exc)}", file=sys.stderr)
         return EXIT_USAGE_OR_INPUT
+    except _Terminated:
+        print(f"xrf-pigments {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"xrf-pigments {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -59,6 +59,10 @@ def run(job: ProgressJob, callback: Callable[[Progress], Any] | None = None):
                 raise Cancelled("cancelled by the user")
     except StopIteration as stop:
         return stop.value
+    except BaseException:
+        # Interrupted outside the job (in the callback, by a signal): it cleans up now.
+        job.close()
+        raise
 
 
 def run_with_tqdm(job: ProgressJob, desc: str = "", disable: bool = False):

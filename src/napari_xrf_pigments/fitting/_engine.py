@@ -252,6 +252,7 @@ class _Pool:
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker.init_worker,
+            initargs=(True, os.getpid()),
         )
         # Start the processes now so they boot while the parent builds the model. Each submit
         # spawns one, with this environment: one BLAS thread per worker (the workers are the

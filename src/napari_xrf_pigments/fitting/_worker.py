@@ -79,14 +79,34 @@ class LinearModel:
 _CURRENT: tuple[str, LinearModel] | None = None
 
 
-def init_worker(single_thread_blas: bool = True) -> None:
-    """Process-pool initializer: one BLAS thread, then load numpy and PyMca's C helpers."""
+def init_worker(single_thread_blas: bool = True, parent_pid: int | None = None) -> None:
+    """Process-pool initializer: end with the parent, one BLAS thread, then load numpy and
+    PyMca's C helpers."""
+    if parent_pid is not None:
+        _end_with_parent(parent_pid)
     if single_thread_blas and "numpy" not in sys.modules:
         for name in BLAS_THREAD_VARIABLES:
             os.environ[name] = "1"
     import numpy  # noqa: F401
     from PyMca5.PyMcaMath.fitting import SpecfitFuns  # noqa: F401
     from PyMca5.PyMcaMath.linalg import lstsq  # noqa: F401
+
+
+def _end_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this worker when the parent dies (Linux), even by SIGKILL: a worker
+    never outlives its fit, adopted by init.
+
+    Strictly, when the parent's thread that started the worker ends: the thread that made the
+    pool (every worker starts in ``_Pool.__init__``), which also closes it.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
 
 
 def warm_up() -> int:

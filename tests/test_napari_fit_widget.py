@@ -141,6 +141,43 @@ def test_typed_elements_and_run_twice(fit_setup, qtbot, notes):
     assert widget.run_button.enabled is True and widget.cancel_button.enabled is False
 
 
+def test_a_second_cube_keeps_its_own_maps_and_few_are_shown(fit_setup, qtbot, monkeypatch):
+    """Maps belong to the cube they were fitted on; only the strongest new ones are shown."""
+    from napari_xrf_pigments._napari import _fit_widget
+
+    viewer, widget, first, _ = fit_setup
+    monkeypatch.setattr(_fit_widget, "SHOWN_ELEMENT_MAPS", 1)
+    widget.element_list.clear()
+    widget.add_elements.value = "Hg L, Zn K"
+    widget._add_typed_elements()
+    run_fit(qtbot, widget)
+    hg = viewer.layers["Hg L"]
+    # Vermilion's Hg outshines the zinc white of two strips: only Hg is shown.
+    assert {la.name for la in element_layers(viewer) if la.visible} == {"Hg L"}
+
+    cube, _ = mockup()
+    second = add_cube(viewer, dataclasses.replace(cube, source="/data/second scan.h5"))
+    widget.reset_choices()
+    widget.cube_combo.value = second.name
+    wait_idle(qtbot, widget)  # the new cube's element suggestions
+    widget.element_list.clear()
+    widget.add_elements.value = "Hg L, Zn K"
+    widget._add_typed_elements()
+    run_fit(qtbot, widget)
+    names = {la.name for la in element_layers(viewer)}
+    assert names == {"Hg L", "Zn K", "Hg L [second scan]", "Zn K [second scan]"}
+    assert viewer.layers["Hg L"] is hg and hg.metadata["xrf_source"] == first.name
+    assert viewer.layers["Hg L [second scan]"].metadata["xrf_source"] == "second scan"
+    # A re-run on the first cube updates its own layers.
+    widget.cube_combo.value = first.name
+    wait_idle(qtbot, widget)
+    widget.element_list.clear()
+    widget.add_elements.value = "Hg L, Zn K"
+    widget._add_typed_elements()
+    run_fit(qtbot, widget)
+    assert {la.name for la in element_layers(viewer)} == names and viewer.layers["Hg L"] is hg
+
+
 def test_cancel_stops_the_fit_and_its_worker_processes(fit_setup, qtbot):
     viewer, widget, _, _ = fit_setup
     widget.fit_options = {"workers": 2, "rows_per_chunk": 1}

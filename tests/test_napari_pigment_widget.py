@@ -152,6 +152,8 @@ def test_maps_equal_the_cli_and_rerun_updates(make_napari_viewer, qtbot, model_d
     assert layer.metadata["xrf_pigment"] == "AA" and layer.metadata["xrf_layer"] == "any"
 
     # Grouped visibility: any-layer maps shown, top-layer maps hidden; one pigment alone.
+    assert widget.solo.value == pw.CALLED  # by default, the pigments called somewhere
+    widget.solo.value = pw.ALL
     visible = {la.name for la in pigment_layers(viewer) if la.visible}
     assert visible == {"P(alpha)", "P(beta)", "P(gamma)", "P(delta)"}
     widget.show_top.value = True
@@ -169,6 +171,47 @@ def test_maps_equal_the_cli_and_rerun_updates(make_napari_viewer, qtbot, model_d
     assert len(viewer.layers) == n_layers
     assert viewer.layers["P(alpha)"] is layer
     tensorflow_stays_out(tf_before)
+
+
+def test_maps_stay_with_their_cube_and_model(make_napari_viewer, qtbot, model_dir, scan, tmp_path):
+    """Another cube or model adds layers named after what differs; a re-run updates its own;
+    only pigments called somewhere are shown."""
+    import json
+    import shutil
+
+    path, _ = scan
+    other = tmp_path / "other.h5"
+    shutil.copy(path, other)
+    renamed = tmp_path / "renamed-model"
+    shutil.copytree(model_dir, renamed)
+    meta = json.loads((renamed / "metadata.json").read_text())
+    (renamed / "metadata.json").write_text(json.dumps({**meta, "name": "tiny-copy"}))
+
+    viewer = make_napari_viewer()
+    first = viewer.open(str(path), plugin=PLUGIN)[0]
+    second = viewer.open(str(other), plugin=PLUGIN)[0]
+    widget = make_widget(viewer, qtbot, model_dir)
+    widget.cube_combo.value = first.name
+    run_widget(qtbot, widget)
+    alpha = viewer.layers["P(alpha)"]
+    widget.cube_combo.value = second.name
+    run_widget(qtbot, widget)
+    widget.cube_combo.value = first.name
+    widget.model_dir.value = renamed
+    run_widget(qtbot, widget)
+    names = {la.name for la in pigment_layers(viewer)}
+    assert {"P(alpha)", "P(alpha) [other]", "P(alpha) [tiny-copy]", "P(delta, top) [other]"} <= names
+    assert len(names) == 3 * 8 and viewer.layers["P(alpha)"] is alpha
+    assert viewer.layers["P(alpha) [other]"].metadata["xrf_source"] == "other"
+    assert viewer.layers["P(alpha) [tiny-copy]"].metadata["xrf_model"] == "tiny-copy"
+    np.testing.assert_array_equal(viewer.layers["P(alpha) [tiny-copy]"].data, alpha.data)
+
+    widget.model_dir.value = model_dir
+    run_widget(qtbot, widget)  # the first cube and model again: their layers are updated
+    assert {la.name for la in pigment_layers(viewer)} == names and viewer.layers["P(alpha)"] is alpha
+    for layer in pigment_layers(viewer):
+        called = layer.metadata["xrf_called_share"] >= pw.CALLED_SHARE
+        assert layer.visible == (called and layer.metadata["xrf_layer"] == "any"), layer.name
 
 
 def test_gpu_choice_appears_only_with_a_gpu(make_napari_viewer, qtbot, model_dir, scan, monkeypatch):

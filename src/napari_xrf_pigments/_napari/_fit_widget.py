@@ -28,6 +28,8 @@ from ._maps import geometry, put_element_map
 ELEMENTS, CONFIG = "elements", "PyMca .cfg"
 NO_TUBE = "(none)"
 TUBES = (NO_TUBE, "Rh", "Mo", "W", "Ag", "Pd", "Cu", "Cr")
+#: New element maps shown after a fit (the strongest); the others start hidden.
+SHOWN_ELEMENT_MAPS = 3
 _GROUP_ROLE = Qt.ItemDataRole.UserRole
 
 
@@ -308,7 +310,8 @@ class ElementMapsWidget(Container):
             kwargs = {"elements": elements, "tube": self._tube(), "kv": self._kv()}
             what = ", ".join(elements)
         # Taken now, on the main thread: the layer may move or vanish while the fit runs.
-        source = {"cube": cube.name, "geometry": geometry(layer), "started": time.perf_counter()}
+        # The maps belong to this cube layer: another cube's maps get layers of their own.
+        source = {"cube": layer.name, "geometry": geometry(layer), "started": time.perf_counter()}
         return self.runner.start(
             fit_cube_job, cube, **kwargs, **self.fit_options,
             on_returned=lambda result: self._show_maps(result, source),
@@ -323,10 +326,15 @@ class ElementMapsWidget(Container):
         """Add or update one layer per element group; a generator: one layer per step."""
         self.last_result = result
         layers = []
+        # Additive maps of every element white the canvas out: new ones start hidden but the
+        # strongest few.
+        strength = {g: float(np.nansum(result.maps[g])) for g in result.groups}
+        shown = sorted(strength, key=strength.get, reverse=True)[:SHOWN_ELEMENT_MAPS]
         for i, group in enumerate(result.groups):
             layers.append(put_element_map(
                 self.viewer, group, result.maps[group], index=i, source=source["cube"],
-                unit=result.units.get(group, "counts"), **source["geometry"],
+                unit=result.units.get(group, "counts"), visible=group in shown,
+                **source["geometry"],
             ))
             self._set_status(f"{source['cube']}: adding element maps ({i + 1}/{len(result.groups)})…")
             yield  # the GUI breathes between layers

@@ -2,7 +2,9 @@
 
 Map layers carry ``metadata["xrf_role"]`` (``"element_map"``, ``"pigment_map"``...) so that
 widgets recognise them, and the 2-D geometry (scale, translate) of the cube layer they were
-computed from, so they lie on the scan in the viewer.
+computed from, so they lie on the scan in the viewer. They belong to the cube layer and the
+model that made them (``xrf_source``, ``xrf_model``): a re-run on the same cube with the same
+model updates them, another cube or model adds its own layers beside them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from ._layers import ROLE_KEY
 
 #: Name a map layer was created with; a re-run finds its layer by it, even after a rename.
 MAP_KEY = "xrf_map"
+#: Metadata saying whose result a map is: the cube layer's name and the model's.
+OWNER_KEYS = ("xrf_model", "xrf_source")
 ELEMENT_ROLE = "element_map"
 PIGMENT_ROLE = "pigment_map"
 UNEXPLAINED_ROLE = "unexplained_map"
@@ -112,12 +116,28 @@ def map_layers(viewer, role: str) -> list:
     ]
 
 
-def find_map(viewer, name: str, role: str):
-    """The map layer made for ``name`` by an earlier run (even if renamed since), or None."""
+def find_map(viewer, name: str, role: str, owner: dict | None = None):
+    """The map layer made for ``name`` by an earlier run (even if renamed since) of the same
+    ``owner`` (cube and model, see :data:`OWNER_KEYS`), or None."""
     for layer in map_layers(viewer, role):
-        if layer.metadata.get(MAP_KEY) == name:
+        meta = layer.metadata
+        if meta.get(MAP_KEY) == name and all(meta.get(k) == v for k, v in (owner or {}).items()):
             return layer
     return None
+
+
+def _name_apart(viewer, name: str, role: str, owner: dict) -> str:
+    """``name``, or ``"P(vermilion) [finetuned]"`` where maps of that name from another cube or
+    model are in the viewer already: the suffix says what differs from the closest of them."""
+    others = [layer for layer in map_layers(viewer, role) if layer.metadata.get(MAP_KEY) == name]
+    if not others:
+        return name
+    differing = sorted(([str(v) for k, v in owner.items() if o.metadata.get(k) != v] for o in others), key=len)
+    for values in [*differing, [str(v) for v in owner.values()]]:
+        candidate = f"{name} [{', '.join(values)}]" if values else name
+        if candidate not in viewer.layers:
+            return candidate
+    return name  # napari numbers it
 
 
 def put_image(
@@ -136,8 +156,10 @@ def put_image(
 ):
     """Add a 2-D map layer, or update the layer of that name and role from an earlier run.
 
-    The layer is found by role and original name (:func:`find_map`); a layer of the same name
-    that is not such a map is left alone (napari then names the new one ``"Pb L [1]"``).
+    The layer is found by role, original name and owner (the ``xrf_model`` and ``xrf_source``
+    of ``metadata``, :func:`find_map`); maps of another cube or model keep theirs, and the new
+    layer's name says what differs (:func:`_name_apart`). A layer of the same name that is not
+    such a map is left alone (napari then names the new one ``"Pb L [1]"``).
     An update replaces data, contrast limits, geometry and metadata and keeps what the user
     may have changed (colormap, opacity, visibility unless ``visible`` is given).
 
@@ -146,7 +168,8 @@ def put_image(
     layer : napari.layers.Image
     """
     meta = {**(metadata or {}), ROLE_KEY: role, MAP_KEY: name}
-    existing = find_map(viewer, name, role)
+    owner = {k: meta[k] for k in OWNER_KEYS if meta.get(k)}
+    existing = find_map(viewer, name, role, owner)
     if existing is not None:
         finite = data[np.isfinite(data)]
         low = min(float(contrast_limits[0]), float(finite.min()) if finite.size else 0.0)
@@ -165,7 +188,7 @@ def put_image(
         kwargs["colormap"] = colormap
     return viewer.add_image(
         data,
-        name=name,
+        name=_name_apart(viewer, name, role, owner),
         metadata=meta,
         contrast_limits=list(contrast_limits),
         blending=blending,
@@ -190,16 +213,17 @@ def layer_name(pigment_name: str, which: str = ANY_LAYER) -> str:
 
 
 def put_element_map(viewer, group: str, data, *, index: int = 0, source: str = "",
-                    unit: str = "counts", scale=(1.0, 1.0), translate=(0.0, 0.0)):
+                    unit: str = "counts", visible: bool = True, scale=(1.0, 1.0),
+                    translate=(0.0, 0.0)):
     """Add or update the layer of one element map (``group`` such as ``"Pb L"``).
 
-    ``index`` picks the colour of elements without one of their own; an updated layer keeps
-    the colormap the user may have chosen.
+    ``index`` picks the colour of elements without one of their own; ``visible`` applies to a
+    new layer; an updated layer keeps the colormap and visibility the user may have chosen.
     """
     from ..compare import clip_limit
 
     data = np.asarray(data, dtype=np.float32)
-    new = find_map(viewer, group, ELEMENT_ROLE) is None
+    new = find_map(viewer, group, ELEMENT_ROLE, {"xrf_source": source} if source else None) is None
     return put_image(
         viewer,
         group,
@@ -208,6 +232,7 @@ def put_element_map(viewer, group: str, data, *, index: int = 0, source: str = "
         metadata={"xrf_group": group, "xrf_source": source, "unit": unit},
         contrast_limits=[0.0, clip_limit(data, ELEMENT_CLIP_PERCENTILE)],
         colormap=element_colormap(group, index) if new else None,
+        visible=visible if new else None,
         scale=scale,
         translate=translate,
     )
@@ -240,6 +265,8 @@ def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int
             "xrf_model": model_name,
             "xrf_source": source,
             "unit": "probability",
+            # Share of pixels where it is called (p >= 0.5): which maps are worth showing.
+            "xrf_called_share": float(np.mean(np.nan_to_num(data) >= 0.5)) if np.size(data) else 0.0,
         },
         contrast_limits=[0.0, 1.0],
         colormap=pigment_colormap(pigment.abbreviation, index),

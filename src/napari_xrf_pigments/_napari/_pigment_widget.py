@@ -25,6 +25,9 @@ from ._maps import (
 
 DEFAULT_MODEL, MODEL_FOLDER = "shipped default", "model folder"
 ALL = "(all pigments)"
+#: The "show" choice of the pigments called (p >= 0.5) on at least CALLED_SHARE of the pixels.
+CALLED = "(pigments called)"
+CALLED_SHARE = 0.01
 CPU, GPU = "CPU", "GPU"
 PREDICT_TARGET = "napari_xrf_pigments._napari._isolated:predict_job"
 GPU_TARGET = "napari_xrf_pigments._napari._isolated:gpu_job"
@@ -95,7 +98,8 @@ class PigmentMapsWidget(Container):
         self.status = Label(value="")
         self.show_any = CheckBox(text="show maps of pigments in any layer", value=True)
         self.show_top = CheckBox(text="show top-layer maps", value=False)
-        self.solo = ComboBox(label="show", choices=self._pigment_names, tooltip="One pigment, or all")
+        self.solo = ComboBox(label="show", choices=self._pigment_names,
+                             tooltip="The pigments called on at least 1 % of the pixels, all, or one")
         self.show_unexplained = CheckBox(text="show unexplained signal", value=False)
         self.readout = CheckBox(text="pigments under the cursor", value=True)
         self.extend([
@@ -137,7 +141,7 @@ class PigmentMapsWidget(Container):
             name = layer.metadata.get("xrf_pigment_name")
             if name and name not in names:
                 names.append(name)
-        return [ALL, *names]
+        return [CALLED, ALL, *names]
 
     def cube_layer(self):
         """The chosen cube layer, or None."""
@@ -214,7 +218,8 @@ class PigmentMapsWidget(Container):
             show_error(f"Pigment maps: {error_message(exc)}")
             return None
         device = CPU if self.gpu_present and self.device.value == CPU else None
-        source = {"cube": cube.name, "geometry": geometry(layer), "started": time.perf_counter()}
+        # The maps belong to this cube layer and model: others get layers of their own.
+        source = {"cube": layer.name, "geometry": geometry(layer), "started": time.perf_counter()}
         return self.runner.start(
             prediction_job, cube, path, device=device,
             on_returned=lambda result: self._show_maps(*result, source),
@@ -274,7 +279,9 @@ class PigmentMapsWidget(Container):
         for layer in map_layers(self.viewer, PIGMENT_ROLE):
             meta = layer.metadata
             wanted = self.show_top.value if meta.get("xrf_layer") == TOP_LAYER else self.show_any.value
-            if solo not in (None, ALL) and meta.get("xrf_pigment_name") != solo:
+            if solo == CALLED:
+                wanted = wanted and meta.get("xrf_called_share", 1.0) >= CALLED_SHARE
+            elif solo not in (None, ALL) and meta.get("xrf_pigment_name") != solo:
                 wanted = False
             layer.visible = bool(wanted)
         for layer in map_layers(self.viewer, UNEXPLAINED_ROLE):

@@ -67,8 +67,10 @@ class PigmentMapsWidget(Container):
     progress bar and a Cancel button, and adds one layer per pigment, ``"P(vermilion)"``
     (probability in any paint layer, contrast 0-1, additive blending in the pigment's colour),
     plus ``"P(vermilion, top)"`` (in the top layer) for two-headed models. The "show" controls
-    switch each set, or all but one pigment, on and off at once. Running again updates the
-    layers; the maps equal those of ``xrf-pigments predict`` on the same cube and model: the
+    switch each set on and off at once, showing the pigments called somewhere (default), all,
+    or one. Running again on the same cube layer and model updates its layers; another cube or
+    model adds its own (:func:`._maps.put_image`). The maps equal those of ``xrf-pigments
+    predict`` on the same cube and model: the
     network's probabilities checked against element evidence, with an "Unexplained signal"
     layer (and one per unexplained element) and the warnings found before prediction. Under
     the cursor, the canvas shows the pigments called at that pixel and the elements left

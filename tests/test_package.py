@@ -15,6 +15,8 @@ import pytest
 
 from conftest import PROJECT_ROOT
 
+MANIFEST = PROJECT_ROOT / "src" / "napari_xrf_pigments" / "napari.yaml"
+
 HEAVY_MODULES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "tensorflow", "keras", "PyMca5")
 
 
@@ -62,7 +64,7 @@ def test_wheel_ships_manifest_and_package_data(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         manifest = zf.read("napari_xrf_pigments/napari.yaml").decode()
-    assert manifest == (PROJECT_ROOT / "napari.yaml").read_text()
+    assert manifest == MANIFEST.read_text()
     assert "napari_xrf_pigments/cli.py" in names
     # Package data: the pigment library and the shipped model.
     assert "napari_xrf_pigments/pigments/library.json" in names
@@ -136,7 +138,7 @@ def _copy_checkout(dest: Path) -> None:
         if not src.is_symlink() and not src.is_file():
             continue  # deleted in the working tree, or a submodule
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():  # src/napari_xrf_pigments/napari.yaml -> ../../napari.yaml
+        if src.is_symlink():
             os.symlink(os.readlink(src), dst)
         else:
             shutil.copy2(src, dst)
@@ -166,7 +168,6 @@ def test_clean_checkout_wheel_installs_alone_and_napari_lists_the_plugin(tmp_pat
 
     checkout = tmp_path / "checkout"
     _copy_checkout(checkout)
-    assert (checkout / "src" / "napari_xrf_pigments" / "napari.yaml").is_symlink()
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(checkout)],
         check=True, capture_output=True,
@@ -206,7 +207,7 @@ def test_clean_checkout_wheel_installs_alone_and_napari_lists_the_plugin(tmp_pat
     assert [Path(d).resolve() for d in seen["dists"]] == [Path(fresh_site).resolve()]
     assert seen["version"] == seen["dist_version"] == __version__
     assert seen["discover_errors"] == []
-    assert seen["manifest_yaml"] == (PROJECT_ROOT / "napari.yaml").read_text()
+    assert seen["manifest_yaml"] == MANIFEST.read_text()
     assert not (installed / "napari.yaml").is_symlink()
     for python_name, origin in seen["origins"].items():
         assert origin is not None, f"{python_name} is not in the wheel"

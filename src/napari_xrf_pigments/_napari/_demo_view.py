@@ -50,6 +50,7 @@ def open_demo(viewer, folder) -> list:
             layers.append(put_pigment_map(
                 viewer, pigment, data, which=which, index=i, model_name=root.get("model_name", ""),
                 source=source, name=layer_name(pigment.name, which) + suffix,
+                evidence=attrs.get("evidence", "unavailable"), members=attrs.get("members", ()),
                 visible=not suffix and which == ANY_LAYER and i == 0, **place,
             ))
     shapes = read_labels(folder / FILES["shapes"])

@@ -240,7 +240,8 @@ def put_element_map(viewer, group: str, data, *, index: int = 0, source: str = "
 
 def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int = 0,
                     model_name: str = "", source: str = "", name: str | None = None,
-                    visible: bool = False, scale=(1.0, 1.0), translate=(0.0, 0.0)):
+                    evidence: str = "unavailable", members=(), visible: bool = False,
+                    scale=(1.0, 1.0), translate=(0.0, 0.0)):
     """Add or update the layer of one pigment probability map.
 
     Parameters
@@ -252,6 +253,10 @@ def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int
     which : {ANY_LAYER, TOP_LAYER}
     name : str, optional
         Layer name (default :func:`layer_name`).
+    evidence : str
+        ``"checked"`` (against element evidence), ``"unavailable"`` or ``"raw"``.
+    members : sequence of str
+        For a group of pigments XRF cannot tell apart: the members' names.
     """
     return put_image(
         viewer,
@@ -264,6 +269,8 @@ def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int
             "xrf_layer": which,
             "xrf_model": model_name,
             "xrf_source": source,
+            "xrf_evidence": evidence,
+            "xrf_members": list(members),
             "unit": "probability",
             # Share of pixels where it is called (p >= 0.5): which maps are worth showing.
             "xrf_called_share": float(np.mean(np.nan_to_num(data) >= 0.5)) if np.size(data) else 0.0,

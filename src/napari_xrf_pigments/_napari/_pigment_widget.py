@@ -243,7 +243,8 @@ class PigmentMapsWidget(Container):
                 # New layers start hidden, shown by the "show" controls at the end.
                 layer = put_pigment_map(
                     self.viewer, pigment, prediction.maps[output][..., i], which=which, index=i,
-                    model_name=model_name, source=source["cube"], **source["geometry"],
+                    model_name=model_name, source=source["cube"], evidence=prediction.evidence,
+                    members=prediction.groups.get(pigment.abbreviation, ()), **source["geometry"],
                 )
                 added.append(layer.name)
                 self._set_status(f"{source['cube']}: adding pigment maps ({len(added)})…")

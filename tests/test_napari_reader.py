@@ -94,7 +94,10 @@ def test_layer_data_tuples(tmp_path, warnings_shown):
     assert cube_data.shape == (N_CH, 12, 16)  # energy first: napari's slider
     cube = cube_meta["metadata"]["xrf_cube"]
     assert isinstance(cube, XRFCube) and cube.calibrated
-    assert cube_meta["scale"] == (1.0, 0.5, 0.5) and total_meta["scale"] == (0.5, 0.5)
+    # The slider reads keV (scale = gain, translate = zero); rows and columns are in mm.
+    assert cube_meta["scale"] == pytest.approx((GAIN, 0.5, 0.5)) and total_meta["scale"] == (0.5, 0.5)
+    assert cube_meta["translate"][0] == pytest.approx(0.0)
+    assert cube_meta["units"] == ("keV", "mm", "mm") and cube_meta["axis_labels"][0] == "energy (keV)"
     np.testing.assert_allclose(total, counts.sum(axis=2))
     assert cube_meta["name"] == "scan" and total_meta["name"] == "scan total counts"
     assert warnings_shown == []

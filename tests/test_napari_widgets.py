@@ -77,6 +77,9 @@ def test_calibration_zero_gain(opened, qtbot):
     cube = layer.metadata["xrf_cube"]
     assert cube.calibrated
     assert cube.energy.as_calibration() == pytest.approx((-0.01, 0.0205, 0.0))
+    # The energy slider now reads keV: channel 300 sits at 6.14 keV in the viewer.
+    assert layer.axis_labels[0] == "energy (keV)" and str(layer.units[0]) == "kiloelectron_volt"
+    assert layer.data_to_world((300, 0, 0))[0] == pytest.approx(-0.01 + 0.0205 * 300)
     # Re-running updates the same layer; no new layers appear.
     widget.gain_spin.setValue(0.02)
     assert widget.apply()

@@ -26,8 +26,32 @@ def cube_layers(viewer) -> list:
 
 
 def set_cube(layer, cube) -> None:
-    """Store ``cube`` on ``layer``; emits ``layer.events.metadata`` so widgets refresh."""
+    """Store ``cube`` on ``layer``; emits ``layer.events.metadata`` so widgets refresh.
+
+    A cube layer's energy axis follows the cube's (new) calibration: its slider shows keV.
+    """
+    if layer.ndim == 3:
+        step, first, label, unit = energy_geometry(cube)
+        layer.scale = (step, *layer.scale[1:])
+        layer.translate = (first, *layer.translate[1:])
+        layer.axis_labels = (label, *layer.axis_labels[1:])
+        layer.units = (unit, *layer.units[1:])
     layer.metadata = {**layer.metadata, CUBE_KEY: cube}
+
+
+def energy_geometry(cube) -> tuple[float, float, str, str]:
+    """(scale, translate, axis label, unit) of a cube layer's energy axis.
+
+    In keV where the calibration is linear to half a channel (napari's axes are linear), so the
+    slider under the canvas reads energy; in channels otherwise.
+    """
+    if cube.calibrated:
+        energies = cube.energy.energies()
+        channels = np.arange(energies.size, dtype=np.float64)
+        gain, zero = np.polyfit(channels, energies, 1) if energies.size > 1 else (1.0, energies[0])
+        if gain > 0 and np.max(np.abs(zero + gain * channels - energies)) <= gain / 2:
+            return float(gain), float(zero), "energy (keV)", "keV"
+    return 1.0, 0.0, "energy channel", "pixel"
 
 
 def x_axis(cube) -> tuple[np.ndarray, str]:

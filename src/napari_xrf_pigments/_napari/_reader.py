@@ -8,7 +8,7 @@ import numpy as np
 from napari.utils.notifications import show_warning
 
 from ..io import open_cube, sniff
-from ._layers import CUBE_KEY, ROLE_KEY
+from ._layers import CUBE_KEY, ROLE_KEY, energy_geometry
 from ._lazy import energy_first
 
 # Cubes up to this size get their total-counts image computed while opening (one pass over
@@ -103,23 +103,28 @@ def cube_layer_data(cube) -> list[tuple]:
     Warns (napari notification) when the energy axis is not calibrated.
     """
     name = cube.name
-    scale = (1.0, *cube.pixel_size) if cube.pixel_size else (1.0, 1.0, 1.0)
+    step, first, energy_label, energy_unit = energy_geometry(cube)
+    pixel = tuple(cube.pixel_size) if cube.pixel_size else (1.0, 1.0)
+    pixel_unit = "mm" if cube.pixel_size else "pixel"
     sample = _sample(cube)
     total, total_limits = _total_counts(cube, sample)
     cube_kwargs = {
         "name": name,
         "metadata": {CUBE_KEY: cube, ROLE_KEY: "cube"},
-        "scale": scale,
+        "scale": (step, *pixel),
+        "translate": (first, 0.0, 0.0),
+        "units": (energy_unit, pixel_unit, pixel_unit),
         "rgb": False,
         "multiscale": False,
-        "axis_labels": ("energy channel", "row", "column"),
+        "axis_labels": (energy_label, "row", "column"),
         "contrast_limits": _limits(sample),
         "colormap": "inferno",
     }
     total_kwargs = {
         "name": f"{name} total counts",
         "metadata": {ROLE_KEY: "total_counts", "xrf_source": cube.source},
-        "scale": scale[1:],
+        "scale": pixel,
+        "units": (pixel_unit, pixel_unit),
         "rgb": False,
         "multiscale": False,
         "axis_labels": ("row", "column"),

@@ -178,6 +178,29 @@ def test_a_second_cube_keeps_its_own_maps_and_few_are_shown(fit_setup, qtbot, mo
     assert {la.name for la in element_layers(viewer)} == names and viewer.layers["Hg L"] is hg
 
 
+def test_widget_follows_the_calibration_and_the_cube_s_tube(fit_setup, qtbot):
+    from napari_xrf_pigments._napari._fit_widget import NO_TUBE
+    from napari_xrf_pigments._napari._layers import set_cube
+    from napari_xrf_pigments.cube import EnergyAxis
+
+    viewer, widget, first, _ = fit_setup
+    assert widget.tube.value == "Rh" and widget.kv.value == 40.0
+    cube, _ = mockup()
+    bare = dataclasses.replace(cube, source="/data/bare.h5", metadata={},
+                               energy=EnergyAxis.uncalibrated(cube.n_channels))
+    layer = add_cube(viewer, bare)
+    widget.reset_choices()
+    widget.cube_combo.value = layer.name
+    # Neither the first cube's tube nor its calibration carry over.
+    assert widget.tube.value == NO_TUBE and widget.kv.value == 0.0
+    assert "not calibrated" in widget.status.value
+    # Calibrated in the Energy calibration widget (which replaces the layer's cube): followed.
+    set_cube(layer, bare.with_calibration(cube.energy.zero, cube.energy.gain))
+    assert "not calibrated" not in widget.status.value
+    wait_idle(qtbot, widget)
+    assert {"Hg L", "Pb L"} <= set(widget.elements())
+
+
 def test_cancel_stops_the_fit_and_its_worker_processes(fit_setup, qtbot):
     viewer, widget, _, _ = fit_setup
     widget.fit_options = {"workers": 2, "rows_per_chunk": 1}

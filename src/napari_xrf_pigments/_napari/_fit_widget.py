@@ -126,6 +126,7 @@ class ElementMapsWidget(Container):
         for event in (events.inserted, events.removed, events.reordered, events.renamed):
             event.connect(self.reset_choices)
         self._update_source()
+        self._watched = None
         self._on_cube_changed()
 
     # ------------------------------------------------------------------ choices
@@ -154,15 +155,23 @@ class ElementMapsWidget(Container):
         self.element_list.setVisible(not by_config)
 
     def _on_cube_changed(self, *_):
-        cube = cube_of(self.cube_layer())
+        layer = self.cube_layer()
+        if layer is not self._watched:
+            # A calibration set in the Energy calibration widget replaces the layer's cube
+            # (a metadata event): follow it, for the chosen cube only.
+            if self._watched is not None:
+                self._watched.events.metadata.disconnect(self._on_cube_changed)
+            if layer is not None:
+                layer.events.metadata.connect(self._on_cube_changed)
+            self._watched = layer
+        cube = cube_of(layer)
         if cube is None:
             self._set_status("Open an XRF cube first (File > Open).")
             return
+        # The cube's own tube and voltage, or "not set": never the previous cube's.
         tube = (cube.metadata.get("instrument") or {}).get("tube") or {}
-        if tube.get("anode") in TUBES:
-            self.tube.value = tube["anode"]
-        if tube.get("voltage_kV"):
-            self.kv.value = float(tube["voltage_kV"])
+        self.tube.value = tube["anode"] if tube.get("anode") in TUBES else NO_TUBE
+        self.kv.value = float(tube.get("voltage_kV") or 0.0)
         if not cube.calibrated:
             self._set_status(
                 f"{cube.name}: not calibrated. Calibrate it (Energy calibration widget), or fit "

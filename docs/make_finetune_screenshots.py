@@ -98,6 +98,7 @@ def results_screenshot(widget, layer, tmp: Path, out: Path, epochs: int):
     from PIL import Image
 
     layer.selected_data = set()
+    widget.head_epochs.setValue(epochs)
     widget.epochs.setValue(epochs)
     widget.out_edit.setText(str(tmp / "finetuned"))
     if widget.run() is None:

@@ -201,6 +201,7 @@ def _finetune(qtbot, widget, timeout=180_000):
 def test_finetune_from_the_widget_then_recompute_the_maps(setup, qtbot, tmp_path, monkeypatch):
     viewer, widget, cube_layer = setup
     widget.load_labels(write_labels(tmp_path / "labels.json", quadrant_labels()))
+    widget.head_epochs.setValue(2)
     widget.epochs.setValue(2)
     out = tmp_path / "finetuned"
     widget.out_edit.setText(str(out))
@@ -249,6 +250,7 @@ def test_bad_inputs_give_messages(setup, tmp_path, notes):
 def test_cancel_stops_between_epochs_and_writes_nothing(setup, qtbot, tmp_path):
     viewer, widget, cube_layer = setup
     widget.load_labels(write_labels(tmp_path / "labels.json", quadrant_labels()))
+    widget.head_epochs.setValue(500)
     widget.epochs.setValue(500)
     widget.options = {"patience": 1000}  # no early stop: it must still run when cancelled
     out = tmp_path / "finetuned"
@@ -291,3 +293,13 @@ def test_a_ground_truth_file_loads_as_strip_shapes(setup, tmp_path):
     labels = widget.current_labels()
     assert isinstance(labels, ShapeLabels) and rasterise(labels, (ROWS, COLS)).mask.all()
     assert all(isinstance(s, LabelledShape) for s in labels.shapes)
+
+
+def test_stages_have_the_cli_defaults_and_the_widget_fits_a_small_screen(setup):
+    from napari_xrf_pigments.model.defaults import FINETUNE_DEFAULTS
+
+    _, widget, _ = setup
+    assert widget.head_epochs.value() == FINETUNE_DEFAULTS["head_epochs"]
+    assert widget.epochs.value() == FINETUNE_DEFAULTS["epochs"]
+    # Scrolls rather than demanding a tall screen (it needed 1059 px; 1366 x 768 is common).
+    assert widget.minimumSizeHint().height() < 600

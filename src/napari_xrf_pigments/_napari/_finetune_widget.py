@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -26,6 +27,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -296,10 +298,17 @@ class FinetuneWidget(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setValue(D["seed"])
+        # The CLI's defaults per stage, so GUI runs compare with the CLI and the docs.
+        self.head_epochs = QSpinBox()
+        self.head_epochs.setRange(0, 10000)
+        self.head_epochs.setValue(D["head_epochs"])
+        self.head_epochs.setToolTip("Most epochs of stage 1, the dense head alone (0: skip; early "
+                                    "stopping usually ends sooner)")
         self.epochs = QSpinBox()
-        self.epochs.setRange(1, 10000)
+        self.epochs.setRange(0, 10000)
         self.epochs.setValue(D["epochs"])
-        self.epochs.setToolTip("Most epochs of each stage (early stopping usually ends sooner)")
+        self.epochs.setToolTip("Most epochs of stage 2, all layers (0: skip; early stopping "
+                               "usually ends sooner)")
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("new model folder (must not exist)")
         self.out_browse = QPushButton("…")
@@ -326,7 +335,16 @@ class FinetuneWidget(QWidget):
         self.table.setFont(font)
         self.table.setMinimumHeight(120)
 
-        layout = QVBoxLayout(self)
+        # Everything in a scroll area: the widget is taller than a 1366 x 768 screen allows.
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         form = QFormLayout()
         form.addRow("cube", self.cube_combo)
         form.addRow("base model", self.model_source)
@@ -344,7 +362,8 @@ class FinetuneWidget(QWidget):
         form = QFormLayout()
         form.addRow("finetune on", self.fraction)
         form.addRow("seed", self.seed)
-        form.addRow("epochs", self.epochs)
+        form.addRow("epochs, stage 1 (head)", self.head_epochs)
+        form.addRow("epochs, stage 2 (all)", self.epochs)
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit)
         out_row.addWidget(self.out_browse)
@@ -631,11 +650,10 @@ class FinetuneWidget(QWidget):
         self.maps_button.setEnabled(False)
         self.table.setPlainText("")
         self._draw_curve()
-        epochs = self.epochs.value()
         return self.runner.start(
             finetune_job, out, base, cube, labels, self.curve,
-            **{"fraction": self.fraction.value(), "seed": self.seed.value(), "epochs": epochs,
-               "head_epochs": epochs, **self.options},
+            **{"fraction": self.fraction.value(), "seed": self.seed.value(),
+               "epochs": self.epochs.value(), "head_epochs": self.head_epochs.value(), **self.options},
             on_returned=self._show_result,
             description=f"Finetuning on {cube.name}",
         )

@@ -510,3 +510,24 @@ def test_fitting_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_an_unguarded_script_is_told_what_to_add(tmp_path):
+    """Workers import the main script again; without the guard the fit says what to add."""
+    script = tmp_path / "my_fit.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from napari_xrf_pigments.cube import XRFCube\n"
+        "from napari_xrf_pigments.fitting import fit_cube_job\n"
+        "from napari_xrf_pigments.progress import run\n"
+        "e = 0.01 * np.arange(1024)\n"
+        "counts = np.random.default_rng(0).poisson(3 + 200 * np.exp(-0.5 * ((e - 6.4) / 0.07) ** 2), (8, 8, 1024))\n"
+        "cube = XRFCube.from_array(counts.astype(np.uint16), zero=0.0, gain=0.01)\n"
+        "run(fit_cube_job(cube, elements=['Fe'], workers=2, rows_per_chunk=2))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("napari_xrf_pigments.fitting._engine.FitError")
+    assert 'imports my_fit.py again: put the script\'s code under `if __name__ == "__main__":`' in last

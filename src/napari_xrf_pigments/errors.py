@@ -42,3 +42,21 @@ class OutputWriteError(XRFPigmentsError, OSError):
 
 class Cancelled(XRFPigmentsError):
     """A long job was stopped by its user; nothing half-written was left behind."""
+
+
+def unguarded_script_hint() -> str:
+    """What to add when worker processes may have died re-running the user's script, or "".
+
+    Spawned processes import the main script again; without ``if __name__ == "__main__":`` it
+    runs its fit or prediction in each of them, which Python refuses, and only the worker's
+    stderr says so.
+    """
+    import sys
+    from pathlib import Path
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is not None or not path:
+        return ""  # python -m, an interactive session or a notebook: nothing is re-run
+    return (f"running a script? Each worker process imports {Path(path).name} again: put the "
+            "script's code under `if __name__ == \"__main__\":`")

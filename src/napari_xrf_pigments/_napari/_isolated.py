@@ -175,7 +175,11 @@ def _recv(connection):
 
 
 def _died(process) -> ChildProcessFailed:
-    return ChildProcessFailed(f"the worker process stopped unexpectedly (exit code {process.exitcode})")
+    from ..errors import unguarded_script_hint
+
+    hint = unguarded_script_hint()
+    return ChildProcessFailed(f"the worker process stopped unexpectedly (exit code {process.exitcode})"
+                              + (f"; {hint}" if hint else ""))
 
 
 def _error(info) -> XRFPigmentsError:

@@ -304,10 +304,20 @@ def _result(future):
     try:
         return future.result()
     except BrokenProcessPool:
-        raise FitError(
-            "a fit worker process died or could not start (out of memory?); try fewer workers, "
-            "or --workers 0 to fit in this process"
-        ) from None
+        raise FitError(_broken_pool_message()) from None
+
+
+def _broken_pool_message() -> str:
+    """Why worker processes may have died, in the words of the likely cause."""
+    from ..errors import unguarded_script_hint
+
+    hint = unguarded_script_hint()
+    if hint:
+        return (f"the fit worker processes could not start or died. {hint[0].upper()}{hint[1:]}, "
+                "or fit in this process with workers=0 (out of memory is the other usual "
+                "cause: try fewer workers)")
+    return ("a fit worker process died or could not start (out of memory?); try fewer workers, "
+            "or --workers 0 to fit in this process")
 
 
 def fit_cube_job(

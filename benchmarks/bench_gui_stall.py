@@ -13,7 +13,7 @@ cube (4096 channels), in a shown napari window:
 - *fit*: the element maps widget fitting the suggested elements (worker thread + processes),
   from the click to the last layer added;
 - *predict cold* / *predict warm*: the pigment maps widget with the paper network (3815
-  channels, 11 pigments; random weights unless ``--model``), first run (the child process
+  channels, the library's 22 classes and 3 groups; random weights unless ``--model``), first run (the child process
   imports TensorFlow and compiles) and a second run.
 
 For each: wall time, the longest stall, the 99th percentile of the gaps, and the longest stall
@@ -48,14 +48,15 @@ def make_model_job(out):
 
     yield Progress(0, 1, "building the paper network")
     rng = np.random.default_rng(0)
-    net = build_paper_model()
+    library = load_pigment_library()
+    # The library's classes and groups, as the shipped model's outputs.
+    pigments = [(c, library.name_of(c)) for c in library.labels]
+    net = build_paper_model(n_pigments=len(pigments))
     for layer in net.layers:
         if type(layer).__name__ == "BatchNormalization":
             g, b, m, v = (np.asarray(w) for w in layer.get_weights())
             layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.1, b.shape),
                                rng.normal(0, 0.1, m.shape), rng.uniform(0.5, 2, v.shape)])
-    library = load_pigment_library()
-    pigments = [(c, library[c].name) for c in library.classes]
     save_model(out, net, pigments=pigments, preprocessing=Preprocessing.paper(), name="random-paper-net")
     return str(out)
 

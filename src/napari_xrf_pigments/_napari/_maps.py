@@ -238,6 +238,12 @@ def put_element_map(viewer, group: str, data, *, index: int = 0, source: str = "
     )
 
 
+def called_share(probabilities) -> float:
+    """Share of pixels where a pigment is called (p >= 0.5): which maps are worth showing."""
+    probabilities = np.asarray(probabilities)
+    return float(np.mean(np.nan_to_num(probabilities) >= 0.5)) if probabilities.size else 0.0
+
+
 def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int = 0,
                     model_name: str = "", source: str = "", name: str | None = None,
                     evidence: str = "unavailable", members=(), visible: bool = False,
@@ -272,8 +278,7 @@ def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int
             "xrf_evidence": evidence,
             "xrf_members": list(members),
             "unit": "probability",
-            # Share of pixels where it is called (p >= 0.5): which maps are worth showing.
-            "xrf_called_share": float(np.mean(np.nan_to_num(data) >= 0.5)) if np.size(data) else 0.0,
+            "xrf_called_share": called_share(data),
         },
         contrast_limits=[0.0, 1.0],
         colormap=pigment_colormap(pigment.abbreviation, index),

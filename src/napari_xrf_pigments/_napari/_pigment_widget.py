@@ -17,6 +17,7 @@ from ._maps import (
     PIGMENT_ROLE,
     TOP_LAYER,
     UNEXPLAINED_ROLE,
+    called_share,
     geometry,
     map_layers,
     put_pigment_map,
@@ -240,11 +241,16 @@ class PigmentMapsWidget(Container):
             if output not in prediction.maps:
                 continue
             for i, pigment in enumerate(prediction.pigments):
-                # New layers start hidden, shown by the "show" controls at the end.
+                data = prediction.maps[output][..., i]
+                # Shown as it arrives, if the controls want it: switching a whole set on at the
+                # end would redraw them all in one turn of the event loop (a long stall).
+                shown = self._wanted({"xrf_layer": which, "xrf_pigment_name": pigment.name,
+                                      "xrf_called_share": called_share(data)})
                 layer = put_pigment_map(
-                    self.viewer, pigment, prediction.maps[output][..., i], which=which, index=i,
-                    model_name=model_name, source=source["cube"], evidence=prediction.evidence,
-                    members=prediction.groups.get(pigment.abbreviation, ()), **source["geometry"],
+                    self.viewer, pigment, data, which=which, index=i, model_name=model_name,
+                    source=source["cube"], evidence=prediction.evidence,
+                    members=prediction.groups.get(pigment.abbreviation, ()), visible=shown,
+                    **source["geometry"],
                 )
                 added.append(layer.name)
                 self._set_status(f"{source['cube']}: adding pigment maps ({len(added)})…")
@@ -278,19 +284,22 @@ class PigmentMapsWidget(Container):
 
     def apply_visibility(self, *_):
         """Show the pigment map layers the "show" controls ask for, hide the others."""
-        solo = self.solo.value
         for layer in map_layers(self.viewer, PIGMENT_ROLE):
-            meta = layer.metadata
-            wanted = self.show_top.value if meta.get("xrf_layer") == TOP_LAYER else self.show_any.value
-            if solo == CALLED:
-                wanted = wanted and meta.get("xrf_called_share", 1.0) >= CALLED_SHARE
-            elif solo not in (None, ALL) and meta.get("xrf_pigment_name") != solo:
-                wanted = False
-            layer.visible = bool(wanted)
+            layer.visible = self._wanted(layer.metadata)
         for layer in map_layers(self.viewer, UNEXPLAINED_ROLE):
             # The overall score follows its checkbox; per-element maps are switched by hand.
             if layer.metadata.get("xrf_element") is None:
                 layer.visible = bool(self.show_unexplained.value)
+
+    def _wanted(self, meta) -> bool:
+        """Whether the "show" controls show the pigment map with this metadata."""
+        solo = self.solo.value
+        wanted = self.show_top.value if meta.get("xrf_layer") == TOP_LAYER else self.show_any.value
+        if solo == CALLED:
+            wanted = wanted and meta.get("xrf_called_share", 1.0) >= CALLED_SHARE
+        elif solo not in (None, ALL) and meta.get("xrf_pigment_name") != solo:
+            wanted = False
+        return bool(wanted)
 
     def _on_mouse_move(self, viewer, event):
         """Show the pigments called under the cursor, and what is left unexplained there."""

@@ -165,6 +165,20 @@ def test_maps_equal_the_cli_and_rerun_updates(make_napari_viewer, qtbot, model_d
     assert {la.name for la in pigment_layers(viewer) if la.visible} == {"P(gamma)", "P(gamma, top)"}
     widget.solo.value = pw.ALL
 
+    # The dominant pigment: one colour per pixel, the most probable call, with a legend.
+    dominant = viewer.layers["Dominant pigment"]
+    assert not dominant.visible and widget.legend.native.isHidden()
+    widget.show_dominant.value = True
+    assert dominant.visible and not widget.legend.native.isHidden()
+    best = np.argmax(np.nan_to_num(probabilities), axis=-1) + 1
+    called = np.nanmax(probabilities, axis=-1) >= 0.5
+    np.testing.assert_array_equal(dominant.data, np.where(called, best, 0))
+    # The legend lists the pigments by their share of the pixels, the largest first.
+    most = np.bincount(dominant.data[called]).argmax()
+    first = widget.legend.value.split("<br>")[1]
+    assert first.endswith(f"{('Alpha', 'Beta', 'Gamma', 'Delta')[most - 1]} ({np.mean(dominant.data == most):.0%})")
+    widget.show_dominant.value = False
+
     # Running again updates the layers in place.
     n_layers = len(viewer.layers)
     run_widget(qtbot, widget)

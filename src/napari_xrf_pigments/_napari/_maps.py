@@ -10,7 +10,7 @@ model updates them, another cube or model adds its own layers beside them.
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Labels
 from napari.utils.colormaps import Colormap
 
 from ._layers import ROLE_KEY
@@ -22,6 +22,7 @@ OWNER_KEYS = ("xrf_model", "xrf_source")
 ELEMENT_ROLE = "element_map"
 PIGMENT_ROLE = "pigment_map"
 UNEXPLAINED_ROLE = "unexplained_map"
+DOMINANT_ROLE = "dominant_pigment"
 #: ``metadata["xrf_layer"]`` of the two sets of pigment maps: pigment in any layer / in the top.
 ANY_LAYER, TOP_LAYER = "any", "top"
 #: Element maps are shown clipped at this percentile (bright pigments do not hide the rest).
@@ -286,6 +287,52 @@ def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int
         scale=scale,
         translate=translate,
     )
+
+
+def put_dominant_map(viewer, labels, pigments, *, model_name: str = "", source: str = "",
+                     visible: bool = False, scale=(1.0, 1.0), translate=(0.0, 0.0)):
+    """Add or update the labels layer of the dominant pigment, ``"Dominant pigment"``.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (rows, columns)
+        0: nothing called; k: ``pigments[k - 1]`` (:meth:`PigmentPrediction.dominant`).
+    pigments : sequence of PigmentLabel
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colours = {None: "transparent", 0: "transparent"}
+    for i, p in enumerate(pigments):
+        colours[i + 1] = PIGMENT_COLOURS.get(p.abbreviation) or _OTHER[i % len(_OTHER)]
+    owner = {k: v for k, v in (("xrf_model", model_name), ("xrf_source", source)) if v}
+    meta = {ROLE_KEY: DOMINANT_ROLE, MAP_KEY: "Dominant pigment", **owner,
+            "xrf_pigments": [(p.abbreviation, p.name) for p in pigments]}
+    for layer in viewer.layers:
+        if isinstance(layer, Labels) and role_of(layer) == DOMINANT_ROLE and all(
+                layer.metadata.get(k) == v for k, v in owner.items()):
+            layer.data = labels
+            layer.colormap = DirectLabelColormap(color_dict=colours)
+            layer.metadata = meta
+            return layer
+    names = [la.name for la in viewer.layers if role_of(la) == DOMINANT_ROLE]
+    name = "Dominant pigment" if not names else f"Dominant pigment [{', '.join(owner.values())}]"
+    return viewer.add_labels(labels, name=name, metadata=meta, opacity=0.8, visible=visible,
+                             colormap=DirectLabelColormap(color_dict=colours), scale=scale,
+                             translate=translate)
+
+
+def dominant_legend(labels, pigments) -> str:
+    """Rich-text legend of the pigments in a dominant-pigment map, most pixels first."""
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=len(pigments) + 1)
+    rows = []
+    for k in np.argsort(counts[1:])[::-1]:
+        if counts[k + 1] == 0:
+            break
+        p = pigments[k]
+        colour = PIGMENT_COLOURS.get(p.abbreviation) or _OTHER[k % len(_OTHER)]
+        share = counts[k + 1] / max(1, labels.size)
+        rows.append(f'<span style="color:{colour}">&#9632;</span> {p.name} ({share:.0%})')
+    return "<br>".join(rows) or "no pigment called"
 
 
 def put_unexplained_map(viewer, data, *, element: str | None = None, model_name: str = "",

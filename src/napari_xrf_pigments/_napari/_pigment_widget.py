@@ -11,15 +11,18 @@ from napari.utils.notifications import show_error, show_info
 
 from ._isolated import gpu_device_present, isolated, portable_cube
 from ._jobs import JobRunner, error_message
-from ._layers import cube_layers, cube_of
+from ._layers import ROLE_KEY, cube_layers, cube_of
 from ._maps import (
     ANY_LAYER,
+    DOMINANT_ROLE,
     PIGMENT_ROLE,
     TOP_LAYER,
     UNEXPLAINED_ROLE,
     called_share,
+    dominant_legend,
     geometry,
     map_layers,
+    put_dominant_map,
     put_pigment_map,
     put_unexplained_map,
 )
@@ -104,14 +107,18 @@ class PigmentMapsWidget(Container):
         self.solo = ComboBox(label="show", choices=self._pigment_names,
                              tooltip="The pigments called on at least 1 % of the pixels, all, or one")
         self.show_unexplained = CheckBox(text="show unexplained signal", value=False)
+        self.show_dominant = CheckBox(text="show the dominant pigment (one colour per pixel)",
+                                      value=False)
+        self.legend = Label(value="")
         self.readout = CheckBox(text="pigments under the cursor", value=True)
         self.extend([
             self.cube_combo, self.model_source, self.model_dir, self.model_info, self.device,
             self.run_button, self.cancel_button, self.status, self.show_any, self.show_top,
-            self.solo, self.show_unexplained, self.readout,
+            self.solo, self.show_unexplained, self.show_dominant, self.legend, self.readout,
         ])
         for label in (self.model_info, self.status):
             label.native.setWordWrap(True)
+        self.legend.visible = False
 
         self.runner = JobRunner(self.native, "Pigment maps", on_state=self._set_running,
                                 on_status=self._set_status)
@@ -122,7 +129,8 @@ class PigmentMapsWidget(Container):
         self.model_dir.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        for control in (self.show_any, self.show_top, self.solo, self.show_unexplained):
+        for control in (self.show_any, self.show_top, self.solo, self.show_unexplained,
+                        self.show_dominant):
             control.changed.connect(self.apply_visibility)
         self.viewer.mouse_move_callbacks.append(self._on_mouse_move)
         self._readout_layer = None
@@ -268,6 +276,14 @@ class PigmentMapsWidget(Container):
             share = float(np.nanmean(prediction.unexplained >= 0.5))
             elements = ", ".join(prediction.unexplained_elements) or "none"
             unexplained = f" Unexplained signal on {share:.0%} of the pixels (elements: {elements})."
+        dominant = prediction.dominant()
+        put_dominant_map(self.viewer, dominant, prediction.pigments, model_name=model_name,
+                         source=source["cube"], visible=self.show_dominant.value,
+                         **source["geometry"])
+        self.legend.value = (f"<b>Dominant pigment</b>, {source['cube']}, {model_name}:<br>"
+                             + dominant_legend(dominant, prediction.pigments))
+        added.append("Dominant pigment")
+        yield
         self.reset_choices()
         self.apply_visibility()
         seconds = time.perf_counter() - source["started"]
@@ -290,6 +306,10 @@ class PigmentMapsWidget(Container):
             # The overall score follows its checkbox; per-element maps are switched by hand.
             if layer.metadata.get("xrf_element") is None:
                 layer.visible = bool(self.show_unexplained.value)
+        for layer in self.viewer.layers:
+            if layer.metadata.get(ROLE_KEY) == DOMINANT_ROLE:
+                layer.visible = bool(self.show_dominant.value)
+        self.legend.visible = bool(self.show_dominant.value) and bool(self.legend.value)
 
     def _wanted(self, meta) -> bool:
         """Whether the "show" controls show the pigment map with this metadata."""

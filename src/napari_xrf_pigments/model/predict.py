@@ -125,6 +125,20 @@ class PigmentPrediction:
             text += " | unexplained: " + ", ".join(f"{el} {s:.2f}" for s, el in left)
         return text
 
+    def dominant(self, *, threshold: float = 0.5) -> np.ndarray:
+        """The most probable pigment of each pixel among those called there.
+
+        Returns
+        -------
+        ndarray of int16, shape (rows, columns)
+            0 where no pigment reaches ``threshold`` (or the pixel has no counts), else 1 + the
+            pigment's index in :attr:`pigments`.
+        """
+        present = np.nan_to_num(np.asarray(self.maps["present"][:]), nan=0.0)
+        best = np.argmax(present, axis=-1).astype(np.int16) + 1
+        best[np.max(present, axis=-1) < threshold] = 0
+        return best
+
     def raw_maps(self) -> dict:
         """The network's own probabilities, in :meth:`to_maps` form (empty without evidence)."""
         return _pigment_maps(self.raw, self.pigments, "raw", self.groups) if self.raw else {}

@@ -98,6 +98,15 @@ def main(argv=None):
         viewer.layers.selection.active = viewer.layers["P(vermilion)"]
         _close_toasts(viewer)
         _save(viewer, args.out / "widgets-pigment-maps.png")
+
+        # 2b. The dominant pigment with its legend, the pigment maps hidden.
+        pigments.show_any.value = False
+        pigments.show_dominant.value = True
+        viewer.layers.selection.active = viewer.layers["Dominant pigment"]
+        _close_toasts(viewer)
+        _save(viewer, args.out / "widgets-dominant-pigment.png")
+        pigments.show_dominant.value = False
+        pigments.show_any.value = True
         viewer.window.remove_dock_widget(dock)
 
         # 3. Compare: vermilion against Hg L, a pixel picked in the scatter plot.

@@ -60,6 +60,16 @@ def world(row, col, channel=0):
     return (channel, row * PIXEL, col * PIXEL)
 
 
+def test_energy_slider_label_says_the_energy(opened):
+    viewer, _, open_scan = opened
+    layer = open_scan()
+    viewer.dims.set_current_step(0, 100)  # world coordinate: 100 channels x GAIN keV
+    assert viewer.dims.current_step[0] == 100
+    assert layer.axis_labels[0] == f"energy {100 * GAIN:.2f} keV"
+    viewer.dims.set_current_step(0, 150)
+    assert layer.axis_labels[0] == f"energy {150 * GAIN:.2f} keV"
+
+
 # ---------------------------------------------------------------------- calibration
 
 

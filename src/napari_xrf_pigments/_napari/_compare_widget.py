@@ -271,7 +271,7 @@ class CompareWidget(Container):
                 )
                 continue
             layer.data = source.data
-            layer.scale, layer.translate = geo["scale"], geo["translate"]
+            layer.scale, layer.translate, layer.units = geo["scale"], geo["translate"], geo["units"]
             layer.contrast_limits_range = [min(0.0, limits[0]), max(limits[1], _finite_max(source.data))]
             layer.contrast_limits = limits
             layer.visible = True

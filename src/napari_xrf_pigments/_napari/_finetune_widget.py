@@ -130,7 +130,8 @@ def _defaults(pigments) -> dict:
 
 
 def labels_layer_kwargs(pigments, labels: ShapeLabels | None = None, *, scale=(1.0, 1.0),
-                        translate=(0.0, 0.0), name="labels") -> tuple[list, dict]:
+                        translate=(0.0, 0.0), units=("pixel", "pixel"),
+                        name="labels") -> tuple[list, dict]:
     """Data and ``add_shapes`` keywords of a labels Shapes layer (also a LayerDataTuple's).
 
     Parameters
@@ -139,7 +140,7 @@ def labels_layer_kwargs(pigments, labels: ShapeLabels | None = None, *, scale=(1
         Label vocabulary (ignored when ``labels`` is given: its own is used).
     labels : ShapeLabels, optional
         Shapes in cube pixels (row, column); none gives an empty layer.
-    scale, translate : pair of float
+    scale, translate, units : pair
         The cube layer's last two, so that the layer's data coordinates are cube pixels.
     name : str
 
@@ -165,6 +166,7 @@ def labels_layer_kwargs(pigments, labels: ShapeLabels | None = None, *, scale=(1
         "name": name,
         "scale": scale,
         "translate": translate,
+        "units": tuple(units),
         "features": frame,
         "text": {"string": "{label}", "size": 7, "color": "white", "anchor": "upper_left"},
         "edge_width": max(scale) * 0.15,
@@ -186,7 +188,7 @@ def add_labels_layer(viewer, cube_layer, pigments, labels: ShapeLabels | None = 
     pigments = as_pigment_labels(labels.pigments if labels is not None else pigments)
     data, kwargs = labels_layer_kwargs(
         pigments, labels, scale=cube_layer.scale[-2:], translate=cube_layer.translate[-2:],
-        name=name or f"{cube_layer.name} labels",
+        units=tuple(str(u) for u in cube_layer.units[-2:]), name=name or f"{cube_layer.name} labels",
     )
     layer = viewer.add_shapes(data or None, **kwargs)
     style_labels_layer(layer)

@@ -7,6 +7,8 @@ columns) and whose ``metadata["xrf_cube"]`` holds the :class:`~napari_xrf_pigmen
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 CUBE_KEY = "xrf_cube"
@@ -37,6 +39,42 @@ def set_cube(layer, cube) -> None:
         layer.axis_labels = (label, *layer.axis_labels[1:])
         layer.units = (unit, *layer.units[1:])
     layer.metadata = {**layer.metadata, CUBE_KEY: cube}
+
+
+#: Viewers whose energy slider label is kept up to date, by id (a napari Viewer is not hashable).
+_FOLLOWED_VIEWERS: dict = {}
+
+
+def show_energy_on_slider(viewer) -> None:
+    """Keep the energy of the current channel, in keV, in the energy slider's label.
+
+    napari's slider shows channel numbers only; its label is the one place beside it that can
+    say "energy 6.40 keV". Once per viewer; a no-op for None.
+    """
+    if viewer is None:
+        return
+    known = _FOLLOWED_VIEWERS.get(id(viewer))
+    if known is not None and known() is viewer:
+        return
+    ref = weakref.ref(viewer)
+    _FOLLOWED_VIEWERS[id(viewer)] = ref
+
+    def update(*_):
+        viewer = ref()
+        if viewer is None:
+            return
+        for layer in cube_layers(viewer):
+            cube = cube_of(layer)
+            if layer.ndim != 3 or not cube.calibrated:
+                continue
+            channel = int(round(layer.world_to_data(viewer.dims.point)[0]))
+            if 0 <= channel < cube.n_channels:
+                label = f"energy {cube.energy.energies()[channel]:.2f} keV"
+                if layer.axis_labels[0] != label:
+                    layer.axis_labels = (label, *layer.axis_labels[1:])
+
+    viewer.dims.events.current_step.connect(update)
+    viewer.layers.events.inserted.connect(update)
 
 
 def energy_geometry(cube) -> tuple[float, float, str, str]:

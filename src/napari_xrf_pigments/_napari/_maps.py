@@ -97,10 +97,12 @@ def element_colormap(group: str, index: int = 0) -> Colormap:
 
 
 def geometry(layer) -> dict:
-    """Scale and translate of the last two (row, column) axes of ``layer``."""
+    """Scale, translate and units of the last two (row, column) axes of ``layer``: maps
+    made from a cube lie on it, in its units (napari ignores units that differ between layers)."""
     return {
         "scale": tuple(float(v) for v in layer.scale[-2:]),
         "translate": tuple(float(v) for v in layer.translate[-2:]),
+        "units": tuple(str(u) for u in layer.units[-2:]),
     }
 
 
@@ -153,6 +155,7 @@ def put_image(
     blending: str = "additive",
     scale=(1.0, 1.0),
     translate=(0.0, 0.0),
+    units=("pixel", "pixel"),
     visible: bool | None = None,
 ):
     """Add a 2-D map layer, or update the layer of that name and role from an earlier run.
@@ -178,6 +181,7 @@ def put_image(
         existing.data = data
         existing.scale = scale
         existing.translate = translate
+        existing.units = units
         existing.contrast_limits_range = [low, high if high > low else low + 1.0]
         existing.contrast_limits = list(contrast_limits)
         existing.metadata = meta
@@ -195,6 +199,7 @@ def put_image(
         blending=blending,
         scale=scale,
         translate=translate,
+        units=units,
         visible=True if visible is None else visible,
         **kwargs,
     )
@@ -215,7 +220,7 @@ def layer_name(pigment_name: str, which: str = ANY_LAYER) -> str:
 
 def put_element_map(viewer, group: str, data, *, index: int = 0, source: str = "",
                     unit: str = "counts", visible: bool = True, scale=(1.0, 1.0),
-                    translate=(0.0, 0.0)):
+                    translate=(0.0, 0.0), units=("pixel", "pixel")):
     """Add or update the layer of one element map (``group`` such as ``"Pb L"``).
 
     ``index`` picks the colour of elements without one of their own; ``visible`` applies to a
@@ -236,6 +241,7 @@ def put_element_map(viewer, group: str, data, *, index: int = 0, source: str = "
         visible=visible if new else None,
         scale=scale,
         translate=translate,
+        units=units,
     )
 
 
@@ -248,7 +254,7 @@ def called_share(probabilities) -> float:
 def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int = 0,
                     model_name: str = "", source: str = "", name: str | None = None,
                     evidence: str = "unavailable", members=(), visible: bool = False,
-                    scale=(1.0, 1.0), translate=(0.0, 0.0)):
+                    scale=(1.0, 1.0), translate=(0.0, 0.0), units=("pixel", "pixel")):
     """Add or update the layer of one pigment probability map.
 
     Parameters
@@ -286,11 +292,13 @@ def put_pigment_map(viewer, pigment, data, *, which: str = ANY_LAYER, index: int
         visible=visible,
         scale=scale,
         translate=translate,
+        units=units,
     )
 
 
 def put_dominant_map(viewer, labels, pigments, *, model_name: str = "", source: str = "",
-                     visible: bool = False, scale=(1.0, 1.0), translate=(0.0, 0.0)):
+                     visible: bool = False, scale=(1.0, 1.0), translate=(0.0, 0.0),
+                     units=("pixel", "pixel")):
     """Add or update the labels layer of the dominant pigment, ``"Dominant pigment"``.
 
     Parameters
@@ -317,7 +325,7 @@ def put_dominant_map(viewer, labels, pigments, *, model_name: str = "", source: 
     names = [la.name for la in viewer.layers if role_of(la) == DOMINANT_ROLE]
     name = "Dominant pigment" if not names else f"Dominant pigment [{', '.join(owner.values())}]"
     return viewer.add_labels(labels, name=name, metadata=meta, opacity=0.8, visible=visible,
-                             colormap=DirectLabelColormap(color_dict=colours), scale=scale,
+                             colormap=DirectLabelColormap(color_dict=colours), scale=scale, units=units,
                              translate=translate)
 
 
@@ -337,7 +345,7 @@ def dominant_legend(labels, pigments) -> str:
 
 def put_unexplained_map(viewer, data, *, element: str | None = None, model_name: str = "",
                         source: str = "", visible: bool = False, scale=(1.0, 1.0),
-                        translate=(0.0, 0.0)):
+                        translate=(0.0, 0.0), units=("pixel", "pixel")):
     """Add or update an unexplained-signal layer (score 0-1): ``"Unexplained signal"``, or
     ``"Unexplained Ti"`` for one element."""
     return put_image(
@@ -352,4 +360,5 @@ def put_unexplained_map(viewer, data, *, element: str | None = None, model_name:
         visible=visible,
         scale=scale,
         translate=translate,
+        units=units,
     )

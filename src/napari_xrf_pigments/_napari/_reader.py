@@ -8,7 +8,7 @@ import numpy as np
 from napari.utils.notifications import show_warning
 
 from ..io import open_cube, sniff
-from ._layers import CUBE_KEY, ROLE_KEY, energy_geometry
+from ._layers import CUBE_KEY, ROLE_KEY, energy_geometry, show_energy_on_slider
 from ._lazy import energy_first
 
 # Cubes up to this size get their total-counts image computed while opening (one pass over
@@ -55,8 +55,12 @@ def read_xrf(path) -> list[tuple]:
     UnreadableFileError
         With the reason, if the file cannot be read; napari shows it as an error message.
     """
+    import napari
+
     path = _single_path(path)
-    return cube_layer_data(open_cube(path))
+    layers = cube_layer_data(open_cube(path))
+    show_energy_on_slider(napari.current_viewer())  # the viewer opening the file, if any
+    return layers
 
 
 def _sample(cube) -> np.ndarray:

@@ -32,6 +32,7 @@ def sample_mockup_layers() -> list[tuple]:
         # The cube layer's (rows, columns) transform: shape vertices are cube pixels.
         scale=cube_kwargs["scale"][-2:],
         translate=cube_kwargs.get("translate", (0.0, 0.0, 0.0))[-2:],
+        units=cube_kwargs["units"][-2:],
         name=TRUTH_LAYER,
     )
     return [*layers, (data, kwargs, "shapes")]

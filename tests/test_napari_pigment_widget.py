@@ -179,6 +179,16 @@ def test_maps_equal_the_cli_and_rerun_updates(make_napari_viewer, qtbot, model_d
     assert first.endswith(f"{('Alpha', 'Beta', 'Gamma', 'Delta')[most - 1]} ({np.mean(dominant.data == most):.0%})")
     widget.show_dominant.value = False
 
+    # An RGB composite of chosen maps; grid view for side by side.
+    widget.rgb[0].value, widget.rgb[1].value = "P(alpha)", "P(beta)"
+    rgb = widget.make_rgb()
+    assert rgb.rgb and rgb.name == "RGB: P(alpha) / P(beta) / -"
+    np.testing.assert_array_equal(rgb.data[..., 1], np.nan_to_num(viewer.layers["P(beta)"].data))
+    assert not rgb.data[..., 2].any() and tuple(rgb.scale) == (PIXEL, PIXEL)
+    widget.grid.value = True
+    assert viewer.grid.enabled
+    widget.grid.value = False
+
     # Running again updates the layers in place.
     n_layers = len(viewer.layers)
     run_widget(qtbot, widget)

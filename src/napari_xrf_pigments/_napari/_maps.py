@@ -23,6 +23,7 @@ ELEMENT_ROLE = "element_map"
 PIGMENT_ROLE = "pigment_map"
 UNEXPLAINED_ROLE = "unexplained_map"
 DOMINANT_ROLE = "dominant_pigment"
+RGB_ROLE = "rgb_composite"
 #: ``metadata["xrf_layer"]`` of the two sets of pigment maps: pigment in any layer / in the top.
 ANY_LAYER, TOP_LAYER = "any", "top"
 #: Element maps are shown clipped at this percentile (bright pigments do not hide the rest).
@@ -327,6 +328,36 @@ def put_dominant_map(viewer, labels, pigments, *, model_name: str = "", source: 
     return viewer.add_labels(labels, name=name, metadata=meta, opacity=0.8, visible=visible,
                              colormap=DirectLabelColormap(color_dict=colours), scale=scale, units=units,
                              translate=translate)
+
+
+def put_rgb_composite(viewer, layers):
+    """Add or update ``"RGB: a / b / c"``: three 2-D maps (probabilities, 0-1) as the red, green
+    and blue of one image, for the overlaps no additive stack shows plainly.
+
+    Parameters
+    ----------
+    layers : sequence of 3 napari Image layers or None
+        None leaves that colour dark; the maps must share one shape.
+    """
+    from ..errors import InvalidDataError
+
+    chosen = [layer for layer in layers if layer is not None]
+    if not chosen:
+        raise InvalidDataError("choose at least one map for the RGB composite")
+    shapes = {layer.data.shape for layer in chosen}
+    if len(shapes) > 1:
+        raise InvalidDataError(f"the chosen maps have different sizes {sorted(shapes)}")
+    (shape,) = shapes
+    data = np.stack([np.clip(np.nan_to_num(np.asarray(layer.data, np.float32)), 0, 1)
+                     if layer is not None else np.zeros(shape, np.float32) for layer in layers], -1)
+    name = "RGB: " + " / ".join(layer.name if layer is not None else "-" for layer in layers)
+    for layer in viewer.layers:
+        if role_of(layer) == RGB_ROLE:
+            layer.data = data
+            layer.name = name
+            return layer
+    return viewer.add_image(data, name=name, rgb=True, contrast_limits=[0.0, 1.0],
+                            metadata={ROLE_KEY: RGB_ROLE}, **geometry(chosen[0]))
 
 
 def dominant_legend(labels, pigments) -> str:

@@ -24,11 +24,13 @@ from ._maps import (
     map_layers,
     put_dominant_map,
     put_pigment_map,
+    put_rgb_composite,
     put_unexplained_map,
 )
 
 DEFAULT_MODEL, MODEL_FOLDER = "shipped default", "model folder"
 ALL = "(all pigments)"
+NONE = "(none)"
 #: The "show" choice of the pigments called (p >= 0.5) on at least CALLED_SHARE of the pixels.
 CALLED = "(pigments called)"
 CALLED_SHARE = 0.01
@@ -110,11 +112,16 @@ class PigmentMapsWidget(Container):
         self.show_dominant = CheckBox(text="show the dominant pigment (one colour per pixel)",
                                       value=False)
         self.legend = Label(value="")
+        self.rgb = [ComboBox(label=colour, choices=self._map_names, tooltip=f"Map shown in {colour}")
+                    for colour in ("red", "green", "blue")]
+        self.rgb_button = PushButton(text="RGB composite of these three maps")
+        self.grid = CheckBox(text="side by side (napari's grid view)", value=False)
         self.readout = CheckBox(text="pigments under the cursor", value=True)
         self.extend([
             self.cube_combo, self.model_source, self.model_dir, self.model_info, self.device,
             self.run_button, self.cancel_button, self.status, self.show_any, self.show_top,
-            self.solo, self.show_unexplained, self.show_dominant, self.legend, self.readout,
+            self.solo, self.show_unexplained, self.show_dominant, self.legend, *self.rgb,
+            self.rgb_button, self.grid, self.readout,
         ])
         for label in (self.model_info, self.status):
             label.native.setWordWrap(True)
@@ -128,6 +135,8 @@ class PigmentMapsWidget(Container):
         self.model_source.changed.connect(self._on_model_changed)
         self.model_dir.changed.connect(self._on_model_changed)
         self.run_button.changed.connect(self.run)
+        self.rgb_button.changed.connect(self.make_rgb)
+        self.grid.changed.connect(lambda on: setattr(self.viewer.grid, "enabled", bool(on)))
         self.cancel_button.changed.connect(self.cancel)
         for control in (self.show_any, self.show_top, self.solo, self.show_unexplained,
                         self.show_dominant):
@@ -153,6 +162,21 @@ class PigmentMapsWidget(Container):
             if name and name not in names:
                 names.append(name)
         return [CALLED, ALL, *names]
+
+    def _map_names(self, *_):
+        return [NONE, *(layer.name for layer in map_layers(self.viewer, PIGMENT_ROLE))]
+
+    def make_rgb(self, *_):
+        """Add or update the RGB composite of the three chosen maps (a message if it cannot)."""
+        from ..errors import XRFPigmentsError
+
+        layers = [self.viewer.layers[c.value] if c.value in self.viewer.layers else None
+                  for c in self.rgb]
+        try:
+            return put_rgb_composite(self.viewer, layers)
+        except XRFPigmentsError as exc:
+            show_error(f"Pigment maps: {error_message(exc)}")
+            return None
 
     def cube_layer(self):
         """The chosen cube layer, or None."""

@@ -382,6 +382,9 @@ def generate_training_set(
         "n": n,
         "recipe": dataclasses.asdict(recipe),
         "instrument": instrument.to_dict(),
+        # The tubes actually drawn (base first): what the preflight's tube check compares with.
+        "tubes": [{"anode": inst.tube.anode, "voltage_kV": inst.tube.voltage_kV}
+                  for inst in instruments if inst.tube is not None],
         "background": background_cps is not None,
         "noise": noise,
         "groups": [g.to_dict() for g in library.groups],

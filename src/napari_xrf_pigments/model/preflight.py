@@ -184,7 +184,7 @@ class TrainingConditions:
         text = f"{self.anode} {self.kv:g} kV"
         if len(self.anodes) > 1 or (self.kv_range and self.kv_range[0] != self.kv_range[1]):
             text += (f" and variants ({', '.join(self.anodes)} anodes, "
-                     f"{self.kv_range[0]:g}-{self.kv_range[1]:g} kV)")
+                     f"{self.kv_range[0]:.0f}-{self.kv_range[1]:.0f} kV)")
         return text
 
 
@@ -438,9 +438,10 @@ def training_conditions(model) -> TrainingConditions:
       in that range on the model grid); else the training set's ``provenance.recipe``
       ``live_time_s`` times ``current_factor`` ranges times :data:`TYPICAL_RATE_CPS` (scaled by
       the base tube current); else :data:`DEFAULT_COUNT_RANGE` (1e3 to 1e6 counts).
-    - tubes: ``data.provenance.instrument.tube`` (anode, ``voltage_kV``) of the base instrument;
-      with ``recipe.n_instruments > 1`` the variants add :data:`VARIANT_ANODES` and
-      :data:`VARIANT_KV`.
+    - tubes: ``data.provenance.tubes``, the tubes drawn for the training instruments (anode,
+      ``voltage_kV``); for training sets that do not list them, the base instrument's tube
+      (``provenance.instrument.tube``) and, with ``recipe.n_instruments > 1``, every anode and
+      voltage the variants could draw (:data:`VARIANT_ANODES`, :data:`VARIANT_KV`).
 
     Parameters
     ----------
@@ -475,7 +476,14 @@ def training_conditions(model) -> TrainingConditions:
     anode = _anode_symbol(tube.get("anode")) if tube else None
     kv = _kv(tube.get("voltage_kV")) if tube else None
     anodes, kv_range = (), None
-    if anode is not None and kv is not None:
+    drawn = [(_anode_symbol(t.get("anode")), _kv(t.get("voltage_kV")))
+             for t in (provenance.get("tubes") or ()) if isinstance(t, dict)]
+    drawn = [(a, v) for a, v in drawn if a is not None and v is not None]
+    if drawn:
+        anodes = tuple(dict.fromkeys(a for a, _ in drawn))
+        kv_range = (min(v for _, v in drawn), max(v for _, v in drawn))
+    elif anode is not None and kv is not None:
+        # Older training sets do not list their tubes: every anode the variants could draw.
         n_instruments = int((recipe or {}).get("n_instruments", 6 if recipe is not None else 1))
         if n_instruments > 1:
             anodes = tuple(dict.fromkeys((anode, *VARIANT_ANODES)))

@@ -65,6 +65,9 @@ def test_a_failing_evidence_step_still_gives_the_maps(shipped, monkeypatch):
     cube, _ = run(simulate_mockup(layout, seed=4, live_time_s=1.0))
     checked = run(predict_cube(cube, shipped))
     assert checked.evidence == "checked" and "Sr" in checked.unexplained_elements
+    row, column = np.argwhere(checked.unexplained_elements["Sr"] >= 0.5)[0]
+    assert "| unexplained: " in checked.describe_pixel(row, column)
+    assert checked.unexplained_elements.at(row, column)["Sr"] >= 0.5
 
     def broken(self, counts):
         raise np.linalg.LinAlgError("Singular matrix")

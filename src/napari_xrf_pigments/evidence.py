@@ -717,6 +717,12 @@ class ElementScores(Mapping):
         values[self._masked] = np.nan
         return values
 
+    def at(self, row: int, column: int) -> dict:
+        """Element -> score (float) at one pixel, without making whole maps."""
+        if self._masked[row, column]:
+            return {el: float("nan") for el in self._index}
+        return {el: self._scores[row, column, i] / 255.0 for el, i in self._index.items()}
+
     def __iter__(self):
         return iter(self._index)
 

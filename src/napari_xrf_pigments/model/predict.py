@@ -119,8 +119,11 @@ class PigmentPrediction:
         called = sorted(((float(p), label.name) for p, label in zip(present, self.pigments)
                          if p >= threshold), reverse=True)
         text = ", ".join(f"{name} {p:.2f}" for p, name in called) or "no pigment called"
-        left = sorted(((float(m[row, column]), el) for el, m in self.unexplained_elements.items()
-                       if m[row, column] >= 0.5), reverse=True)
+        elements = self.unexplained_elements
+        # ElementScores answers one pixel without making whole maps (a cursor readout).
+        scores = elements.at(row, column) if hasattr(elements, "at") else {
+            el: m[row, column] for el, m in elements.items()}
+        left = sorted(((float(s), el) for el, s in scores.items() if s >= 0.5), reverse=True)
         if left:
             text += " | unexplained: " + ", ".join(f"{el} {s:.2f}" for s, el in left)
         return text
@@ -138,10 +141,6 @@ class PigmentPrediction:
         best = np.argmax(present, axis=-1).astype(np.int16) + 1
         best[np.max(present, axis=-1) < threshold] = 0
         return best
-
-    def raw_maps(self) -> dict:
-        """The network's own probabilities, in :meth:`to_maps` form (empty without evidence)."""
-        return _pigment_maps(self.raw, self.pigments, "raw", self.groups) if self.raw else {}
 
 
 def _pigment_entries(outputs, pigments, evidence: str, groups=None):

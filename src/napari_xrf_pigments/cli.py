@@ -19,6 +19,7 @@ from .errors import XRFPigmentsError
 
 EXIT_USAGE_OR_INPUT = 2
 EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports a command killed by it
+_DEBUG = False  # --debug: set by main()
 
 
 def _cmd_info(args) -> int:
@@ -187,6 +188,46 @@ def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@contextlib.contextmanager
+def _tensorflow_startup_quiet():
+    """TensorFlow's C++ start-up lines (absl, oneDNN, CUDA probing) go nowhere; ``--debug`` shows them.
+
+    They ignore ``TF_CPP_MIN_LOG_LEVEL`` when printed before absl is initialised, and would come
+    before (and make multi-line) any error. Only file descriptor 2 is redirected, only while the
+    model loads; Python-level messages after it are untouched.
+    """
+    import os
+    import tempfile
+
+    if _DEBUG:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _require_calibrated(cube, path):
+    """The pigment model reads energies: refuse an uncalibrated cube before TensorFlow loads."""
+    from .errors import CalibrationError
+
+    if not cube.calibrated:
+        raise CalibrationError(
+            f"{path}: the energy axis is not calibrated, so the pigment model cannot read it: set "
+            "it with the Energy calibration widget in napari (type zero/gain, or pick two peaks "
+            "and name their lines), or in scripts with cube.with_calibration(zero_keV, gain_keV)"
+        )
+
+
 def _parse_grid(text):
     """``--grid``: "data" (None), "paper", or "START:STEP:N" in keV."""
     from .preprocess import Preprocessing, make_grid
@@ -267,9 +308,12 @@ def _cmd_evaluate(args) -> int:
             from .model.files import load_model
             from .model.predict import predict_cube
 
-            model = load_model(args.model)
+            cube = open_cube(args.cube)
+            _require_calibrated(cube, args.cube)
+            with _tensorflow_startup_quiet():
+                model = load_model(args.model)
             prediction = run_with_tqdm(
-                predict_cube(open_cube(args.cube), model, batch_size=args.batch_size),
+                predict_cube(cube, model, batch_size=args.batch_size),
                 desc="predict (rows)",
                 disable=args.json,
             )
@@ -303,7 +347,9 @@ def _cmd_predict(args) -> int:
     # Inputs are checked before TensorFlow loads (seconds), not after.
     check_output_path(args.out, force=args.force)
     cube = open_cube(args.cube)
-    model = load_model(args.model)  # no --model: the shipped model, or a one-line error
+    _require_calibrated(cube, args.cube)
+    with _tensorflow_startup_quiet():
+        model = load_model(args.model)  # no --model: the shipped model, or a one-line error
     before = [str(w) for w in preflight_warnings(cube, model)]
     for line in before:
         print(f"warning: {line}", file=sys.stderr)
@@ -326,7 +372,8 @@ def _cmd_finetune(args) -> int:
     from .model.finetuning import check_finetune_output, finetune_to_dir
     from .progress import run_with_tqdm
 
-    base = load_model(args.model)  # no --model: the shipped model, or a one-line error
+    with _tensorflow_startup_quiet():
+        base = load_model(args.model)  # no --model: the shipped model, or a one-line error
     check_finetune_output(args.out, base.path, force=args.force)  # fail now, not after training
     epochs = {} if args.epochs is None else {"epochs": args.epochs, "head_epochs": args.epochs}
     job = finetune_to_dir(
@@ -418,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pigment maps from macro X-ray fluorescence scans (napari-xrf-pigments).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the traceback and the underlying library's "
+                             "own message (before the one-line error)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("info", help="what the reader sees in an XRF file")
@@ -624,19 +674,82 @@ def _os_error_message(exc: OSError) -> str:
     return " ".join(str(exc).split())  # HDF5's messages span lines
 
 
+def _inputs(args) -> list[str]:
+    """The input files of the command (the ones an error is most likely about)."""
+    return [str(v) for k in ("file", "cube") if isinstance(v := getattr(args, k, None), str)]
+
+
+def _one_line(message: str, args) -> str:
+    """The error on one line, naming the input file when the message names no file."""
+    message = " ".join(str(message).split())
+    inputs = _inputs(args)
+    outputs = [str(getattr(args, k)) for k in ("out", "truth", "model", "data", "labels", "maps", "config")
+               if getattr(args, k, None)]
+    if inputs and not any(p in message for p in inputs + outputs):
+        message = f"{inputs[0]}: {message}"
+    return message
+
+
+def _debug_report(exc: BaseException) -> None:
+    """--debug: the traceback with the chained library exceptions (their own words)."""
+    import traceback
+
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+
+
 def main(argv=None) -> int:
     """Entry point of ``xrf-pigments``; returns the exit code (143 after SIGTERM, 130 after
     Ctrl-C, with the partial outputs removed)."""
+    global _DEBUG
     parser = build_parser()
     args = parser.parse_args(argv)
+    _DEBUG = args.debug
+    with _debug_logging(args.debug):
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _debug_logging(enabled: bool):
+    """--debug: the package's debug log (libraries' own words on damaged files) to stderr."""
+    if not enabled:
+        yield
+        return
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("debug: %(name)s: %(message)s"))
+    logger = logging.getLogger("napari_xrf_pigments")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args) -> int:
     try:
         with _sigterm_unwinds():
             return int(args.func(args) or 0)
     except XRFPigmentsError as exc:
-        print(f"xrf-pigments {args.command}: error: {exc}", file=sys.stderr)
+        if args.debug:
+            _debug_report(exc)
+        print(f"xrf-pigments {args.command}: error: {_one_line(exc, args)}", file=sys.stderr)
         return EXIT_USAGE_OR_INPUT
     except OSError as exc:
-        print(f"xrf-pigments {args.command}: error: {_os_error_message(exc)}", file=sys.stderr)
+        if args.debug:
+            _debug_report(exc)
+        print(f"xrf-pigments {args.command}: error: {_one_line(_os_error_message(exc), args)}",
+              file=sys.stderr)
+        return EXIT_USAGE_OR_INPUT
+    except MemoryError as exc:
+        if args.debug:
+            _debug_report(exc)
+        inputs = _inputs(args)
+        print(f"xrf-pigments {args.command}: error: not enough memory"
+              + (f" for {inputs[0]}" if inputs else ""), file=sys.stderr)
         return EXIT_USAGE_OR_INPUT
     except _Terminated:
         print(f"xrf-pigments {args.command}: terminated", file=sys.stderr)

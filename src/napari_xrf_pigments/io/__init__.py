@@ -88,7 +88,9 @@ def open_cube(path):
             except XRFPigmentsError as exc:
                 raise UnreadableFileError(path, str(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - a reader bug must still not crash a viewer
-                raise UnreadableFileError(path, f"{type(exc).__name__}: {exc}") from exc
+                from ._common import describe
+
+                raise UnreadableFileError(path, describe(exc)) from exc
     raise UnreadableFileError(path, explain(path))
 
 

@@ -50,11 +50,50 @@ def never_raises(sniff):
     return wrapper
 
 
+def describe(exc: BaseException) -> str:
+    """What a third-party reader's exception says about the file, in the project's words.
+
+    The library's own text (``ParseError: not well-formed``, ``Error -3 while decompressing
+    data``...) stays on the exception chain, which ``xrf-pigments --debug`` prints.
+    """
+    import struct
+    import zlib
+    from xml.etree.ElementTree import ParseError
+
+    text = str(exc)
+    if isinstance(exc, MemoryError):
+        return "not enough memory to read it (a damaged header may declare a huge size)"
+    if isinstance(exc, zlib.error):
+        return "damaged data: a compressed block does not decompress"
+    if isinstance(exc, ParseError):
+        return "its XML header is damaged (not well-formed XML)"
+    if isinstance(exc, UnicodeError):
+        return "its text header holds bytes that are not text"
+    if isinstance(exc, (EOFError, struct.error)):
+        return "the file ends before the data its header declares (cut short?)"
+    if isinstance(exc, OverflowError):
+        return "a number in its header is out of range"
+    if isinstance(exc, KeyError):
+        return f"an entry its format requires is missing or damaged ({text[:60]})"
+    if isinstance(exc, ValueError):
+        if "convert" in text or "invalid literal" in text:
+            return "a number in its header or data is not a number"
+        if "could not be read to its end" in text or "buffer size" in text or "buffer is smaller" in text:
+            return "its data is cut short or does not match its header"
+        return "its header or data is inconsistent (damaged file?)"
+    if isinstance(exc, (IndexError, TypeError, AttributeError, AssertionError)):
+        return "its structure is inconsistent (damaged file?)"
+    if isinstance(exc, OSError):
+        return "its content could not be read (damaged file?)"
+    return "its content is damaged or not what its format says"
+
+
 def wrap_errors(read):
     """Turn any exception of a reader into UnreadableFileError(path, reason).
 
     Third-party readers (h5py, PyMca, rsciio) raise all kinds of exceptions on damaged
-    files; users get one line naming the file and the cause instead of a traceback.
+    files; users get one line naming the file and the cause in the project's words instead of
+    a traceback (the library's exception stays chained, for ``--debug``).
     """
 
     @functools.wraps(read)
@@ -65,13 +104,8 @@ def wrap_errors(read):
             raise
         except XRFPigmentsError as exc:  # InvalidDataError, CalibrationError
             raise UnreadableFileError(path, str(exc)) from exc
-        except MemoryError as exc:
-            raise UnreadableFileError(path, "not enough memory to read it") from exc
-        except Exception as exc:  # noqa: BLE001
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise UnreadableFileError(
-                path, f"{type(exc).__name__}{': ' + reason if reason else ''}"
-            ) from exc
+        except Exception as exc:
+            raise UnreadableFileError(path, describe(exc)) from exc
 
     return wrapper
 
@@ -89,6 +123,8 @@ def check_small_counts(counts, path) -> None:
         return
     try:
         check_counts(np.asarray(counts))
+    except UnreadableFileError:
+        raise  # names the file already (damaged data read through io.hdf5's checked dataset)
     except XRFPigmentsError as exc:
         raise UnreadableFileError(path, str(exc)) from exc
 

@@ -1,8 +1,12 @@
 """Bruker Esprit files through RosettaSciIO (``rsciio.bruker``).
 
 - ``.bcf`` spectrum images (M4 Tornado, M6 Jetstream, SEM-EDS hypermaps): the first hypermap
-  in the file, (rows, columns, channels). Decoding a .bcf is all-or-nothing, so the counts are
-  a dask array that decodes the file once, the first time counts are needed.
+  in the file, (rows, columns, channels). The container's tables are checked first (a bounded
+  pre-pass, :func:`sfs_damage`), and the spectra are never decoded in this process: rsciio's
+  compiled decoder crashes (SIGSEGV, SIGBUS) on damaged files, so it runs in a child process
+  (``_isolated.decode_bcf``) and a crash there is a one-line "damaged data" error. Maps up to
+  ``DECODE_AT_OPEN_BYTES`` are decoded when the file is opened (damage is reported then); bigger
+  ones are a dask array decoded once, the first time counts are needed.
 - ``.spx`` single spectra: a 1 x 1 cube with the live time of the acquisition.
 
 The energy calibration is the spectrum header's ``CalibAbs`` (keV) and ``CalibLin`` (keV per
@@ -11,6 +15,9 @@ channel), which rsciio returns as the energy axis offset and scale in keV.
 
 from __future__ import annotations
 
+import functools
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +32,75 @@ from ._common import (
     read_head,
     wrap_errors,
 )
+from ._isolated import decode_bcf
 
 FORMATS = ("bruker-bcf", "bruker-spx")
 
 _SFS_MAGIC = b"AAMVHFSS"
+# Spectrum images up to this size (decoded) are decoded when the file is opened, so damaged
+# data is reported then; bigger ones when their counts are first needed.
+DECODE_AT_OPEN_BYTES = 512 * 2**20
+# A header declaring more than this is damaged (M4/M6 maps are at most tens of GB decoded).
+MAX_BCF_BYTES = 256 * 2**30
+
+
+_SFS_ITEM = struct.Struct("<iQQQQIi176s?3s256s32s")  # one 0x200-byte entry of the file table
+
+
+def sfs_damage(path) -> str | None:
+    """Why the SFS container's own tables are damaged, or None when they are consistent.
+
+    A bounded pre-pass over what rsciio's ``SFS_reader`` trusts (chunk size, file-table size and
+    address, each entry's size, parent and pointer-table address, the chain of table chunks):
+    with these checked, its loops are bounded by the file size. Damaged values would otherwise
+    make it loop on a cycle of parents or read pointer tables of 2^64 bytes (a hang or a memory
+    blowup in napari's reader check). Reads the first 0x14C bytes and the file table only.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(0x14C)
+        if len(head) < 0x14C:
+            return "the Bruker container is cut short before its file table"
+        _, chunksize = struct.unpack_from("<fI", head, 0x124)
+        tree_address, n_items, _ = struct.unpack_from("<III", head, 0x140)
+        if not (0x200 <= chunksize <= 2**26) or chunksize & (chunksize - 1):
+            return f"the Bruker container's chunk size ({chunksize}) is damaged"
+        n_file_chunks = -(-size // chunksize)
+        usable = chunksize - 0x20
+        if not (1 <= n_items <= 2**16) or n_items * 0x200 > size:
+            return f"the Bruker container's file table declares {n_items} entries"
+        per_chunk = usable // 0x200
+        n_table_chunks = -(-n_items // per_chunk)
+        raw, address = b"", tree_address
+        for _ in range(n_table_chunks):
+            if address >= n_file_chunks:
+                return "the Bruker container's file table points outside the file"
+            fh.seek(chunksize * address + 0x118)
+            link = fh.read(4)
+            fh.seek(28, 1)
+            raw += fh.read(per_chunk * 0x200 if n_table_chunks > 1 else n_items * 0x200)
+            if len(link) < 4:
+                return "the Bruker container is cut short inside its file table"
+            address = struct.unpack("<I", link)[0]
+        if len(raw) < n_items * 0x200:
+            return "the Bruker container is cut short inside its file table"
+    parents = []
+    for i in range(n_items):
+        pointer_table, item_size, *_rest = _SFS_ITEM.unpack_from(raw, i * 0x200)
+        parent, is_dir = _rest[4], _rest[6]
+        if not (parent == -1 or 0 <= parent < n_items) or parent == i:
+            return f"entry {i} of the Bruker container's file table has a damaged parent ({parent})"
+        if not is_dir and (item_size > size or not 0 <= pointer_table < n_file_chunks):
+            return f"entry {i} of the Bruker container's file table declares data outside the file"
+        parents.append(parent)
+    for i in range(n_items):  # no cycles: every chain of parents reaches the root
+        seen, j = 0, i
+        while j != -1:
+            j, seen = parents[j], seen + 1
+            if seen > n_items:
+                return "the Bruker container's file table has a cycle of folders"
+    return None
 
 
 @never_raises
@@ -37,6 +109,8 @@ def sniff(path) -> str | None:
     Bruker XML spectrum; else None. Reads the container's file table / the XML head only."""
     path = Path(path)
     if read_head(path, 8) == _SFS_MAGIC:
+        if sfs_damage(path):
+            return None
         from rsciio.bruker._api import SFS_reader
 
         vfs = SFS_reader(str(path)).vfs
@@ -54,6 +128,12 @@ def explain(path) -> str | None:
     """Why a Bruker-looking file cannot be read (None when it can or is not Bruker's)."""
     path = Path(path)
     if read_head(path, 8) == _SFS_MAGIC and sniff(path) is None:
+        try:
+            damage = sfs_damage(path)
+        except OSError:
+            damage = None
+        if damage:
+            return f"damaged Bruker .bcf: {damage}"
         return "Bruker SFS container without a spectrum image (no EDSDatabase/SpectrumData)"
     return None
 
@@ -84,18 +164,43 @@ def _energy(axis: dict, n_channels: int) -> EnergyAxis:
     return EnergyAxis.from_calibration(n_channels, axis["offset"] * factor, axis["scale"] * factor)
 
 
-def _read_bcf(path: Path) -> XRFCube:
-    from rsciio.bruker._api import bcf_reader
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
-    items = bcf_reader(str(path), select_type="spectrum_image", lazy=True)
+
+def _read_bcf(path: Path) -> XRFCube:
+    from rsciio.bruker._api import BCF_reader, bcf_hyperspectra
+
+    # Headers only (pure Python XML and the SFS file table); the spectra are never decoded in
+    # this process: the compiled decoder crashes on damaged files (see _isolated.py).
+    bcf = BCF_reader(str(path))
+    items = bcf_hyperspectra(bcf, downsample=1, lazy=True)
     if not items:
         raise UnreadableFileError(path, "the .bcf holds no spectrum image")
     item = items[0]
-    lazy = item["data"]  # dask array that re-decodes the whole file at each compute
-    if lazy.ndim != 3:
+    lazy = item["data"]  # dask array over rsciio's decoder: never computed here
+    if lazy.ndim != 3 or min(lazy.shape) < 1:
         raise UnreadableFileError(path, f"unexpected spectrum image shape {lazy.shape}")
-    # Synchronous: this runs inside the outer array's own compute.
-    counts = parse_once_dask(lambda: lazy.compute(scheduler="synchronous"), lazy.shape, lazy.dtype)
+    shape, dtype = tuple(int(n) for n in lazy.shape), np.dtype(lazy.dtype)
+    nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    memory = _memory_bytes()
+    if nbytes > MAX_BCF_BYTES or (memory and nbytes > memory):
+        raise UnreadableFileError(
+            path, f"its header declares a {shape[0]} x {shape[1]} x {shape[2]} spectrum image "
+                  f"({nbytes / 2**30:.1f} GiB decoded), more than "
+                  + (f"this computer's memory ({memory / 2**30:.1f} GiB)" if memory and nbytes > memory
+                     else f"the {MAX_BCF_BYTES / 2**30:.0f} GiB a .bcf can hold")
+                  + "; the header is damaged or the map too big to decode whole"
+        )
+    index = bcf.def_index
+    decode = functools.partial(decode_bcf, path, index, shape, dtype)
+    if nbytes <= DECODE_AT_OPEN_BYTES:
+        counts = decode()  # small: decoded (in a child) now, so damage is reported at open
+    else:
+        counts = parse_once_dask(decode, shape, dtype)
     height, width, energy_axis = item["axes"]
     pixel_size = None
     factor = length_factor_to_mm(height.get("units"))
@@ -103,7 +208,7 @@ def _read_bcf(path: Path) -> XRFCube:
         pixel_size = (float(height["scale"]) * factor, float(width["scale"]) * factor)
     return XRFCube(
         counts,
-        _energy(energy_axis, lazy.shape[2]),
+        _energy(energy_axis, shape[2]),
         pixel_size=pixel_size,
         source=str(path),
         format="bruker-bcf",

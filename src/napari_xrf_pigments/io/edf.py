@@ -123,11 +123,40 @@ def _calibration(header: dict) -> tuple | None:
     return None
 
 
+def _check_size(path: Path, image, header: dict, dtype) -> None:
+    """The data the header declares must fit in the file (before anything is allocated)."""
+    dims = [image.Dim1, image.Dim2] + ([image.Dim3] if image.NumDim == 3 else [])
+    if any(int(d) < 1 for d in dims):
+        raise UnreadableFileError(path, f"its header declares an empty or negative size {dims}")
+    need = 1
+    for d in dims:
+        need *= int(d)
+    need *= dtype.itemsize
+    compressed = path.suffix.lower() in (".gz", ".bz2") or str(
+        _get(header, "Compression") or "none"
+    ).strip().lower() not in ("none", "", "no")
+    if compressed:
+        return
+    available = path.stat().st_size - int(image.DataPosition)
+    if need > available:
+        shape = " x ".join(str(int(d)) for d in reversed(dims))
+        raise UnreadableFileError(
+            path, f"its header declares {shape} values of {dtype.itemsize} bytes ({need:,} bytes) but "
+                  f"only {max(available, 0):,} bytes of data follow: the file is cut short or its "
+                  "header is damaged"
+        )
+
+
 def _load_image(filename: str):
     """First image of an EDF file as numpy (native byte order)."""
     from PyMca5.PyMcaIO import EdfFile
 
-    return EdfFile.EdfFile(filename, "rb").GetData(0)
+    from ._common import describe
+
+    try:
+        return EdfFile.EdfFile(filename, "rb").GetData(0)
+    except Exception as exc:  # read when napari draws or a fit runs: one line
+        raise UnreadableFileError(filename, f"damaged data: {describe(exc)}") from exc
 
 
 @wrap_errors
@@ -150,6 +179,7 @@ def read(path) -> XRFCube:
     header.update(edf.GetHeader(0))
     dtype = check_dtype(edf.GetDefaultNumpyType(image.DataType, index=0), path)
     metadata = {"edf_header": {k: str(v) for k, v in header.items()}}
+    _check_size(path, image, header, dtype)
 
     if image.NumDim == 3:
         shape = (image.Dim3, image.Dim2, image.Dim1)
@@ -167,6 +197,8 @@ def read(path) -> XRFCube:
                 raise UnreadableFileError(
                     file, f"the series mixes image sizes ({img.Dim2} x {img.Dim1} vs {image.Dim2} x {image.Dim1})"
                 )
+            if file != path:
+                _check_size(file, img, {}, dtype)
             load = dask.delayed(_load_image, pure=True)(str(file))
             rows.append(da.from_delayed(load, shape=(image.Dim2, image.Dim1), dtype=dtype))
         counts = da.stack(rows)

@@ -29,6 +29,7 @@ channels).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,22 @@ from ._common import (
 )
 
 FORMATS = ("maps-hdf5", "nexus", "pymca-hdf5", "hdf5")
+
+# Read each file's structure first in a child process with a timeout (io/_isolated.py): damaged
+# HDF5 metadata can make the library loop forever or crash inside one call.
+PROBE_IN_CHILD = True
+# HDF5's own words on damaged files: `xrf-pigments --debug` prints them.
+_log = logging.getLogger("napari_xrf_pigments.io")
+
+# Counts declaring more than this (1 TiB) come from a damaged header, not from a scanner.
+MAX_CUBE_BYTES = 2**40
+# Declared counts above this size must be stored in at least 1/MAX_SPARSE_RATIO of their size
+# (compressed XRF counts, even mostly empty, stay well above that; a header whose sizes were
+# damaged does not).
+SPARSE_CHECK_BYTES = 64 * 2**30
+MAX_SPARSE_RATIO = 10_000
+# Axes, positions and live times larger than this (values) are damaged headers.
+MAX_AUX_VALUES = 2**27
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".he5", ".nxs", ".nx5", ".nx", ".h5nx", ".hdf5nx"}
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -126,16 +143,25 @@ def _inspect(path: Path) -> tuple[_Layout | None, str | None]:
         return None, None
     import h5py
 
+    if PROBE_IN_CHILD:
+        from ._isolated import probe_hdf5
+
+        problem = probe_hdf5(path)
+        if problem:
+            return None, problem
     try:
         h5 = h5py.File(path, "r")
     except Exception as exc:  # noqa: BLE001 - h5py raises OSError with HDF5's own text
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"the HDF5 file is truncated or damaged ({detail})"
+        _log.debug("%s: h5py could not open it: %r", path, exc)
+        if "truncated file" in str(exc):
+            return None, (f"the HDF5 file is truncated or damaged (cut short: {path.stat().st_size:,} "
+                          "bytes where its header says it is longer)")
+        return None, "the HDF5 file is truncated or damaged (its superblock or root group cannot be read)"
     try:
         return _find_layout(h5)
     except Exception as exc:  # noqa: BLE001 - damaged object headers surface here
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"the HDF5 file is damaged ({detail})"
+        _log.debug("%s: reading its structure failed: %r", path, exc)
+        return None, "the HDF5 file is damaged (its groups, datasets or attributes cannot be read)"
     finally:
         h5.close()
 
@@ -545,8 +571,83 @@ def read(path) -> XRFCube:
         raise
 
 
+def structure_pass(path: Path) -> None:
+    """Every HDF5 call opening ``path`` makes, without building the cube (no dask): the layout
+    search, the counts' size checks and sample spectra, the energy axis, live time and positions.
+    Run by the child-process probe (``_isolated.probe_hdf5``); raises what opening would raise."""
+    import h5py
+
+    layout, _ = _inspect(path)
+    if layout is None:
+        return
+    with h5py.File(path, "r") as h5:
+        dset = h5[layout.counts]
+        _check_declared_size(path, dset)
+        _check_sample(path, dset, layout.energy_axis)
+        _energy_axis(h5, layout, dset.shape[layout.energy_axis], [])
+        for name in [layout.live_time, *(a[0] for a in layout.position_axes if a)]:
+            if name:
+                _small(path, h5[name])[()]
+
+
+def _where(key, shape) -> str:
+    """Which pixels an index covers, in words ("rows 3-5", "row 2, column 7")."""
+    key = key if isinstance(key, tuple) else (key,)
+    parts = []
+    for axis, name in zip(key[:2], ("row", "column")):
+        if isinstance(axis, (int, np.integer)):
+            parts.append(f"{name} {int(axis)}")
+        elif isinstance(axis, slice):
+            start, stop, _ = axis.indices(shape[len(parts)])
+            if (start, stop) != (0, shape[len(parts)]):
+                parts.append(f"{name}s {start}-{max(start, stop - 1)}")
+    return ", ".join(parts)
+
+
+def _checked(dset, path: Path):
+    """``dset`` whose read errors (a damaged or missing chunk, a failing filter) are one-line
+    :class:`UnreadableFileError`s "damaged data at rows a-b" naming the file, wherever the
+    counts are read later: napari drawing a channel, a fit, a prediction."""
+    import h5py
+
+    class CheckedDataset(h5py.Dataset):
+        def __getitem__(self, key, *args, **kwargs):
+            try:
+                return super().__getitem__(key, *args, **kwargs)
+            except (OSError, RuntimeError) as exc:
+                where = self._locate(key)
+                raise UnreadableFileError(
+                    path, f"damaged data {'at ' + where + ' of' if where else 'in'} {self.name} "
+                          "(the counts cannot be read or decompressed)"
+                ) from exc
+
+        def _locate(self, key) -> str:
+            """The first unreadable row of a failed read of several rows (failure path only)."""
+            first = key[0] if isinstance(key, tuple) and key else key
+            if isinstance(first, slice) and len(self.shape) == 3:
+                rows = range(*first.indices(self.shape[0]))
+                if 1 < len(rows) <= 65536:
+                    rest = key[1:] if isinstance(key, tuple) else ()
+                    for row in rows:
+                        try:
+                            super().__getitem__((row, *rest))
+                        except (OSError, RuntimeError):
+                            return _where((row, *rest), self.shape)
+            return _where(key, self.shape)
+
+        def read_direct(self, *args, **kwargs):
+            try:
+                return super().read_direct(*args, **kwargs)
+            except (OSError, RuntimeError) as exc:
+                raise UnreadableFileError(
+                    path, f"damaged data in {self.name} (the counts cannot be read or decompressed)"
+                ) from exc
+
+    return CheckedDataset(dset.id)
+
+
 def _build(path: Path, h5, layout: _Layout) -> XRFCube:
-    dset = h5[layout.counts]
+    dset = _checked(h5[layout.counts], path)
     check_dtype(dset.dtype, path)
     e_axis = layout.energy_axis
     n_channels = dset.shape[e_axis]
@@ -568,19 +669,21 @@ def _build(path: Path, h5, layout: _Layout) -> XRFCube:
         counts = da.from_array(dset, chunks=tuple(chunks), lock=True).transpose(order)
         notes.append(f"energy was axis {e_axis} in the file; transposed lazily")
 
+    _check_declared_size(path, dset)
     check_small_counts(dset, path)
+    _check_sample(path, dset, e_axis)
 
     live_time = None
     if layout.live_time:
-        live_time = np.asarray(h5[layout.live_time][()], dtype=np.float64)
+        live_time = np.asarray(_small(path, h5[layout.live_time])[()], dtype=np.float64)
         live_time = float(live_time.ravel()[0]) if live_time.size == 1 else live_time
 
     positions = None
     pixel_size = layout.pixel_size
     if all(layout.position_axes):
         (y_path, y_factor), (x_path, x_factor) = layout.position_axes
-        y = np.asarray(h5[y_path][()], dtype=np.float64) * y_factor
-        x = np.asarray(h5[x_path][()], dtype=np.float64) * x_factor
+        y = np.asarray(_small(path, h5[y_path])[()], dtype=np.float64) * y_factor
+        x = np.asarray(_small(path, h5[x_path])[()], dtype=np.float64) * x_factor
         positions = (y, x)
         if pixel_size is None and y.size > 1 and x.size > 1:
             pixel_size = (float(np.median(np.abs(np.diff(y)))), float(np.median(np.abs(np.diff(x)))))
@@ -597,6 +700,65 @@ def _build(path: Path, h5, layout: _Layout) -> XRFCube:
         format=layout.format,
         metadata=metadata,
     )
+
+
+def _small(path: Path, dset):
+    """``dset`` if it is small enough to read whole (axes, live times), else a one-line error."""
+    size = int(np.prod(dset.shape, dtype=np.float64)) if dset.shape else 1
+    if size > MAX_AUX_VALUES:
+        raise UnreadableFileError(
+            path, f"{dset.name} declares {size:,} values, far more than the map has pixels or "
+                  "channels: its header is damaged"
+        )
+    return dset
+
+
+def _check_declared_size(path: Path, dset) -> None:
+    """A declared size beyond any real scan, or contiguous counts beyond the file's end."""
+    nbytes = int(np.prod(dset.shape, dtype=np.float64)) * dset.dtype.itemsize
+    shape = " x ".join(str(n) for n in dset.shape)
+    if nbytes > MAX_CUBE_BYTES:
+        raise UnreadableFileError(
+            path, f"{dset.name} declares {shape} counts ({nbytes / 2**40:.1f} TiB), more than any "
+                  f"scan holds (at most {MAX_CUBE_BYTES / 2**40:.0f} TiB read here): its header is damaged"
+        )
+    file_size = path.stat().st_size
+    if nbytes > SPARSE_CHECK_BYTES and nbytes > MAX_SPARSE_RATIO * file_size:
+        raise UnreadableFileError(
+            path, f"{dset.name} declares {shape} counts ({nbytes / 2**30:,.0f} GiB) in a file of "
+                  f"{file_size / 2**20:,.1f} MiB: its header is damaged (or the scan was never "
+                  "written); reading it would take hours of fill values"
+        )
+    if dset.chunks is None and dset.compression is None:
+        offset = dset.id.get_offset()
+        if offset is not None and offset + nbytes > path.stat().st_size:
+            raise UnreadableFileError(
+                path, f"{dset.name} ({shape} counts) ends {offset + nbytes - path.stat().st_size:,} "
+                      "bytes after the end of the file: the file is cut short or damaged"
+            )
+
+
+def _check_sample(path: Path, dset, e_axis: int) -> None:
+    """Read and decode three spectra (first, middle and last pixel) so that damaged counts are
+    reported when the file is opened, not in the middle of a fit or a napari draw."""
+    spatial = [n for i, n in enumerate(dset.shape) if i != e_axis]
+    if min(dset.shape) < 1:
+        return  # refused as zero-sized by XRFCube
+    pixels = {(0, 0), (spatial[0] // 2, spatial[1] // 2), (spatial[0] - 1, spatial[1] - 1)}
+    for row, col in sorted(pixels):
+        index = [row, col]
+        index.insert(e_axis, slice(None))
+        try:
+            spectrum = dset[tuple(index)]
+        except Exception as exc:  # noqa: BLE001 - HDF5 / filter errors on damaged chunks
+            raise UnreadableFileError(
+                path, f"damaged data at row {row}, column {col} of {dset.name} (the spectrum "
+                      "cannot be read or decompressed)"
+            ) from exc
+        if spectrum.dtype.kind == "f" and not np.all(np.isfinite(spectrum)):
+            raise UnreadableFileError(
+                path, f"damaged data at row {row}, column {col} of {dset.name} (NaN or infinite counts)"
+            )
 
 
 def _values_keV(h5, layout: _Layout, n_channels: int, notes: list) -> np.ndarray | None:

@@ -13,6 +13,7 @@ exports carry neither, and their cubes open **uncalibrated**; no calibration is 
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,11 @@ def _inspect(path: Path):
     try:
         info = _parse_header(rpl)
     except Exception as exc:  # noqa: BLE001 - rsciio raises IOError/KeyError/ValueError
-        return None, f"bad ripple header {rpl.name}: {exc}"
+        # rsciio's text spans lines ("Wrong value for key data-length.\nValue read is ..."):
+        # one line, in our words; the key it names is kept.
+        key = re.search(r"key ([\w-]+)", str(exc))
+        what = f"a wrong value for {key.group(1)}" if key else "a line that cannot be parsed"
+        return None, f"bad ripple header {rpl.name}: {what}"
     if raw is None:
         return None, f"the binary data file {rpl.with_suffix('.raw').name} is missing"
     if info["record-by"] not in ("vector", "image"):

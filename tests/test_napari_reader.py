@@ -9,6 +9,7 @@ import pytest
 from napari_xrf_pigments._napari import _reader
 from napari_xrf_pigments._napari._reader import get_reader, read_xrf
 from napari_xrf_pigments.cube import XRFCube
+from napari_xrf_pigments.errors import UnreadableFileError
 
 PLUGIN = "napari-xrf-pigments"
 GAIN = 0.02  # keV/ch
@@ -200,17 +201,23 @@ def test_open_real_files(make_napari_viewer, real_data, warnings_shown, name, sh
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize(
-    "name",
-    [
-        "xrfmaps_aps_2ide/2xfm_0011_2xfm3__0.h5",  # raw fly-scan: no calibration, no map size
-        "xrfmaps_aps_2ide/axo_std.mda",
-        "xrfmaps_aps_2ide/maps_standardinfo.txt",
-        "pymca5/Steel.cfg",
-    ],
-)
+@pytest.mark.parametrize("name", ["xrfmaps_aps_2ide/maps_standardinfo.txt", "pymca5/Steel.cfg"])
 def test_get_reader_declines_real_non_cubes(real_data, name):
     assert get_reader(str(real_data / name)) is None
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("name", "says"), [
+    ("xrfmaps_aps_2ide/2xfm_0011_2xfm3__0.h5", "raw APS fly-scan HDF5"),  # no calibration, no map size
+    ("xrfmaps_aps_2ide/axo_std.mda", "EPICS MDA scan file"),
+])
+def test_xrf_files_no_reader_handles_are_explained(real_data, name, says):
+    """napari's File > Open shows the plugin's reason, not a generic "no reader"."""
+    reader = get_reader(str(real_data / name))
+    assert reader is not None
+    with pytest.raises(UnreadableFileError, match=says) as err:
+        reader(str(real_data / name))
+    assert str(real_data / name) in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.gui
@@ -230,4 +237,20 @@ def test_nan_counts_give_a_clear_error_and_no_layer(make_napari_viewer, tmp_path
     viewer = make_napari_viewer()
     with pytest.raises(Exception, match="NaN"):
         viewer.open(str(path), plugin=PLUGIN)
+    assert len(viewer.layers) == 0
+
+
+@pytest.mark.gui
+@pytest.mark.realdata
+def test_file_open_of_an_mda_scan_says_why(make_napari_viewer, real_data):
+    from npe2 import PluginManager
+
+    path = str(real_data / "xrfmaps_aps_2ide" / "axo_std.mda")
+    viewer = make_napari_viewer()
+    # File > Open offers the plugin for .mda files (the manifest's patterns)...
+    assert PLUGIN in {r.plugin_name for r in PluginManager.instance().iter_compatible_readers([path])}
+    # ... and opening with it shows its reason.
+    with pytest.raises(Exception, match="EPICS MDA scan file") as err:
+        viewer.open(path, plugin=PLUGIN)
+    assert "convert it to HDF5" in str(err.value) or "HDF5 conversion" in str(err.value)
     assert len(viewer.layers) == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 from napari.utils.notifications import show_warning
 
-from ..io import open_cube, sniff
+from ..errors import UnreadableFileError
+from ..io import open_cube, sniff, unsupported_xrf
 from ._layers import CUBE_KEY, ROLE_KEY, energy_geometry, show_energy_on_slider
 from ._lazy import energy_first
 
@@ -30,7 +32,9 @@ def _single_path(path):
 
 
 def get_reader(path):
-    """Return :func:`read_xrf` if ``path`` is an XRF file this plugin reads, else None.
+    """Return :func:`read_xrf` if ``path`` is an XRF file this plugin reads, a reader that
+    raises the reason for XRF data it recognises but cannot read (EPICS MDA, raw APS
+    fly-scans), else None.
 
     Parameters
     ----------
@@ -41,10 +45,19 @@ def get_reader(path):
     if path is None:
         return None
     try:
-        fmt = sniff(path)
+        if sniff(path):
+            return read_xrf
+        # XRF data of a kind the plugin knows but cannot read: its explanation, not napari's
+        # generic "no reader"; anything else is left to other plugins.
+        reason = unsupported_xrf(path)
     except Exception:  # noqa: BLE001 - a sniffer must never break napari's reader choice
         return None
-    return read_xrf if fmt else None
+    return functools.partial(_refuse, reason=reason) if reason else None
+
+
+def _refuse(path, *, reason: str):
+    """A reader for a recognised file no reader here handles: napari shows the reason."""
+    raise UnreadableFileError(_single_path(path), reason)
 
 
 def read_xrf(path) -> list[tuple]:

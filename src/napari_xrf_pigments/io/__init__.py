@@ -66,6 +66,21 @@ def explain(path) -> str:
     return "not a supported XRF file format (see docs/formats.md)"
 
 
+def unsupported_xrf(path) -> str | None:
+    """Why a file that holds XRF data of a kind no reader here handles (EPICS MDA scans, raw
+    APS fly-scan HDF5) cannot be opened; None for anything else (other files are not ours to
+    explain: napari offers them to other plugins)."""
+    from . import hdf5, mda
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    reason = mda.explain(path)
+    if reason is None and hdf5.explain(path) == hdf5.RAW_FLY_SCAN:
+        reason = hdf5.RAW_FLY_SCAN
+    return reason
+
+
 def open_cube(path):
     """Open an XRF file as an :class:`~napari_xrf_pigments.cube.XRFCube` (lazily if possible).
 

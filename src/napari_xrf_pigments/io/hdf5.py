@@ -184,6 +184,15 @@ def sniff(path) -> str | None:
     return layout.format if layout else None
 
 
+#: The refusal of a raw APS fly-scan file: XRF data, of a kind no reader here handles.
+RAW_FLY_SCAN = (
+    "raw APS fly-scan HDF5 (/MAPS_RAW/data_a..d: channels x rows x columns of one "
+    "detector element each, no energy calibration; the map size comes from the "
+    "scan's .mda file): process it with XRF-Maps into a MAPS HDF5 "
+    "(/MAPS/Spectra/mca_arr) or convert it to NeXus, then open that"
+)
+
+
 def explain(path) -> str | None:
     """Why an HDF5 file (or a file named like one) cannot be read; None if it can, or if it
     is not HDF5 at all."""
@@ -200,12 +209,7 @@ def _find_layout(h5) -> tuple[_Layout | None, str | None]:
     import h5py
 
     if "MAPS_RAW" in h5:
-        return None, (
-            "raw APS fly-scan HDF5 (/MAPS_RAW/data_a..d: channels x rows x columns of one "
-            "detector element each, no energy calibration; the map size comes from the "
-            "scan's .mda file): process it with XRF-Maps into a MAPS HDF5 "
-            "(/MAPS/Spectra/mca_arr) or convert it to NeXus, then open that"
-        )
+        return None, RAW_FLY_SCAN
     if "MAPS" in h5 and isinstance(h5["MAPS"], h5py.Group):
         layout = _maps_layout(h5)
         if layout is not None:

@@ -85,10 +85,14 @@ def _black_to(colour: str, name: str) -> Colormap:
     return Colormap([[0, 0, 0, 1], [*rgb, 1]], name=name)
 
 
+def pigment_colour(abbreviation: str, index: int = 0) -> str:
+    """Display colour of a pigment (``index`` picks one for pigments without their own)."""
+    return PIGMENT_COLOURS.get(abbreviation) or _OTHER[index % len(_OTHER)]
+
+
 def pigment_colormap(abbreviation: str, index: int = 0) -> Colormap:
     """Black-to-colour colormap of a pigment (probability 0 -> black, 1 -> its colour)."""
-    colour = PIGMENT_COLOURS.get(abbreviation) or _OTHER[index % len(_OTHER)]
-    return _black_to(colour, f"xrf pigment {abbreviation}")
+    return _black_to(pigment_colour(abbreviation, index), f"xrf pigment {abbreviation}")
 
 
 def element_colormap(group: str, index: int = 0) -> Colormap:
@@ -311,8 +315,7 @@ def put_dominant_map(viewer, labels, pigments, *, model_name: str = "", source: 
     from napari.utils.colormaps import DirectLabelColormap
 
     colours = {None: "transparent", 0: "transparent"}
-    for i, p in enumerate(pigments):
-        colours[i + 1] = PIGMENT_COLOURS.get(p.abbreviation) or _OTHER[i % len(_OTHER)]
+    colours.update({i + 1: pigment_colour(p.abbreviation, i) for i, p in enumerate(pigments)})
     owner = {k: v for k, v in (("xrf_model", model_name), ("xrf_source", source)) if v}
     meta = {ROLE_KEY: DOMINANT_ROLE, MAP_KEY: "Dominant pigment", **owner,
             "xrf_pigments": [(p.abbreviation, p.name) for p in pigments]}
@@ -368,9 +371,9 @@ def dominant_legend(labels, pigments) -> str:
         if counts[k + 1] == 0:
             break
         p = pigments[k]
-        colour = PIGMENT_COLOURS.get(p.abbreviation) or _OTHER[k % len(_OTHER)]
         share = counts[k + 1] / max(1, labels.size)
-        rows.append(f'<span style="color:{colour}">&#9632;</span> {p.name} ({share:.0%})')
+        rows.append(f'<span style="color:{pigment_colour(p.abbreviation, k)}">&#9632;</span> '
+                    f'{p.name} ({share:.0%})')
     return "<br>".join(rows) or "no pigment called"
 
 

@@ -78,7 +78,8 @@ def write_maps_layers(path: str, layer_data: list) -> list[str]:
             tag = layer_name[len(made_as):].strip() if made_as and layer_name.startswith(made_as) else ""
             name = (f"{name} {tag}" if tag else layer_name).replace("/", "-")
         maps[name] = (np.asarray(data, dtype=np.float32), attrs)
-        scales.add(tuple(float(v) for v in (meta.get("scale") if meta.get("scale") is not None else (1.0, 1.0))[-2:]))
+        scale = meta.get("scale")
+        scales.add((1.0, 1.0) if scale is None else tuple(float(v) for v in scale[-2:]))
         names.add(attrs["cube"])
     if not maps:
         raise InvalidDataError(

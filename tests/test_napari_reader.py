@@ -104,14 +104,36 @@ def test_layer_data_tuples(tmp_path, warnings_shown):
     assert warnings_shown == []
 
 
-def test_big_cube_gets_a_lazy_total(tmp_path, monkeypatch):
+class CountingStore:
+    """A cube's counts of any logical size that records the bytes read (ones everywhere)."""
+
+    def __init__(self, shape, dtype=np.uint16):
+        self.shape, self.dtype, self.ndim = shape, np.dtype(dtype), 3
+        self.bytes_read = 0
+
+    def __getitem__(self, key):
+        key = (key if isinstance(key, tuple) else (key,)) + (slice(None),) * 3
+        shape = [len(range(*k.indices(n))) for k, n in zip(key[:3], self.shape)
+                 if isinstance(k, slice)]
+        self.bytes_read += int(np.prod(shape)) * self.dtype.itemsize
+        return np.ones(shape, self.dtype)
+
+
+def test_big_cube_opens_as_a_preview_over_the_full_cube(tmp_path, monkeypatch):
     counts = write_nexus(tmp_path / "scan.h5")
     monkeypatch.setattr(_reader, "EAGER_TOTAL_BYTES", 0)
-    _, (total, meta, _) = read_xrf(str(tmp_path / "scan.h5"))
-    assert type(total).__module__.startswith("dask")
-    low, high = meta["contrast_limits"]
+    monkeypatch.setattr(_reader, "PREVIEW_BYTES", 6 * 8 * N_CH * 2)  # 6 x 8 spectra
+    (levels, meta, _), (totals, total_meta, _) = read_xrf(str(tmp_path / "scan.h5"))
+    assert meta["multiscale"] and total_meta["multiscale"]
+    assert meta["locked_data_level"] == total_meta["locked_data_level"] == 1
+    full, preview = levels
+    assert full.shape == (N_CH, 12, 16)
+    np.testing.assert_array_equal(preview, np.moveaxis(counts[::2, ::2], 2, 0))
+    assert type(totals[0]).__module__.startswith("dask")  # read only where shown
+    np.testing.assert_allclose(totals[0].compute(), counts.sum(axis=2))
+    np.testing.assert_allclose(totals[1], counts[::2, ::2].sum(axis=2))
+    low, high = total_meta["contrast_limits"]
     assert low < high
-    np.testing.assert_allclose(total.compute(), counts.sum(axis=2))
 
 
 # ---------------------------------------------------------------------- in napari
@@ -139,6 +161,29 @@ def test_open_adds_one_cube_layer_with_energy_slider(make_napari_viewer, tmp_pat
         np.asarray(cube_layer._slice.image.raw), counts[:, :, 320]
     )
     assert warnings_shown == []
+
+
+@pytest.mark.gui
+def test_first_view_of_a_huge_cube_reads_a_bounded_amount(make_napari_viewer, qtbot):
+    """A 24 GB cube: the first view reads the 64 MB preview; zoomed in with the level on
+    Auto, napari reads the tiles on screen, not the cube."""
+    from napari_xrf_pigments.cube import EnergyAxis
+
+    store = CountingStore((3000, 2000, 2048))
+    cube = XRFCube(store, EnergyAxis.from_calibration(2048, 0.0, 0.01), pixel_size=(0.1, 0.1))
+    viewer = make_napari_viewer(show=True)
+    for data, kwargs, kind in _reader.cube_layer_data(cube):
+        viewer._add_layer_from_data(data, kwargs, kind)
+    viewer.reset_view()
+    qtbot.wait(300)
+    assert [layer.data_level for layer in viewer.layers] == [1, 1]
+    assert store.bytes_read <= _reader.PREVIEW_BYTES
+    viewer.camera.zoom *= 40
+    for layer in viewer.layers:
+        layer.locked_data_level = None
+    qtbot.wait(300)
+    assert [layer.data_level for layer in viewer.layers] == [0, 0]
+    assert store.bytes_read <= _reader.PREVIEW_BYTES + 16 * _reader.TILE_BYTES
 
 
 @pytest.mark.gui

@@ -8,8 +8,10 @@ channel reads only a hyperslab of channels: a dask wrapper would read whole chun
 for every slider step.
 
 Files chunked by spectrum (the usual, and what ``write_cube`` writes) must decompress every
-chunk to show any one channel, so the view reads a *band* of neighbouring channels in that same
-pass and keeps the last two bands: slider steps inside them cost nothing.
+chunk of the region shown to show any one channel, so the view reads a *band* of neighbouring
+channels of that region in the same pass and keeps the last two bands: slider steps inside them
+cost nothing. (For big cubes napari asks only for the region on screen: see the preview level in
+``_reader.py``.)
 """
 
 from __future__ import annotations
@@ -91,9 +93,8 @@ class EnergyFirstView:
         self.counts = counts
         self.shape = (chans, rows, cols)
         self.dtype = np.dtype(counts.dtype)
-        plane = max(1, rows * cols * self.dtype.itemsize)
-        self.band = int(max(1, min(MAX_BAND, chans, band_bytes // plane)))
-        self._cached = []  # newest first: (first channel, ndarray (rows, columns, band))
+        self.band_bytes = band_bytes
+        self._cached = []  # newest first: (region, first channel, ndarray (rows, columns, band))
         # napari may slice from a worker thread (async slicing).
         self._lock = threading.Lock()
 
@@ -118,9 +119,8 @@ class EnergyFirstView:
         (rc, pc), (rr, pr), (rx, px) = (
             _read_and_post(k, n) for k, n in zip((kc, kr, kx), self.shape)
         )
-        if isinstance(rc, int) and self.band > 1:
-            first, band = self._band_of(rc)
-            block = band[rr, rx, rc - first]
+        if isinstance(rc, int) and isinstance(rr, slice) and isinstance(rx, slice):
+            block = self._band_of(rc, rr, rx)
         else:
             block = np.asarray(self.counts[rr, rx, rc])
         # Axes left after integer indices, in the store's order (row, column, channel).
@@ -136,17 +136,22 @@ class EnergyFirstView:
             block = _apply_post(block, post_key)
         return block
 
-    def _band_of(self, channel: int):
-        """(first channel, channel images (rows, columns, band)) of a band holding channel."""
+    def _band_of(self, channel: int, rows: slice, cols: slice) -> np.ndarray:
+        """Image of ``channel`` over the region ``rows`` x ``cols``, read with a band of
+        neighbouring channels of that region that is kept for the next slider steps."""
+        region = (rows.indices(self.shape[1]), cols.indices(self.shape[2]))
         with self._lock:
-            for cached in self._cached:
-                if cached[0] <= channel < cached[0] + cached[1].shape[2]:
-                    return cached
+            for cached_region, first, band in self._cached:
+                if cached_region == region and first <= channel < first + band.shape[2]:
+                    return band[:, :, channel - first]
+            n_pixels = len(range(*region[0])) * len(range(*region[1]))
+            plane = max(1, n_pixels * self.dtype.itemsize)
+            width = int(max(1, min(MAX_BAND, self.shape[0], self.band_bytes // plane)))
             # Centred on the request, so scrubbing either way stays inside it for a while.
-            first = min(max(0, channel - self.band // 2), self.shape[0] - self.band)
-            band = (first, np.asarray(self.counts[:, :, first : first + self.band]))
-            self._cached = [band, *self._cached[: KEPT_BANDS - 1]]
-            return band
+            first = min(max(0, channel - width // 2), self.shape[0] - width)
+            band = np.asarray(self.counts[rows, cols, first : first + width])
+            self._cached = [(region, first, band), *self._cached[: KEPT_BANDS - 1]]
+            return band[:, :, channel - first]
 
     def __array__(self, dtype=None, copy=None):
         data = np.moveaxis(np.asarray(self.counts[()]), 2, 0)

@@ -1,12 +1,20 @@
-"""npe2 reader: XRF files -> a cube layer (energy slider) and a total-counts layer."""
+"""npe2 reader: XRF files -> a cube layer (energy slider) and a total-counts layer.
+
+Cubes bigger than :data:`EAGER_TOTAL_BYTES` open as two-level multiscale layers: the full cube,
+of which napari reads only the region on screen, and a *preview* of evenly spaced spectra
+(at most :data:`PREVIEW_BYTES`) read while opening. napari shows the preview until the view is
+zoomed in far enough to need the full resolution, so the first view reads a bounded amount
+whatever the cube's size.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import numpy as np
-from napari.utils.notifications import show_warning
+from napari.utils.notifications import show_info, show_warning
 
 from ..errors import UnreadableFileError
 from ..io import open_cube, sniff, unsupported_xrf
@@ -14,8 +22,13 @@ from ._layers import CUBE_KEY, ROLE_KEY, energy_geometry, show_energy_on_slider
 from ._lazy import energy_first
 
 # Cubes up to this size get their total-counts image computed while opening (one pass over
-# the file); bigger ones get a lazy dask sum that napari computes when it first draws it.
+# the file); bigger ones open as a preview plus the full cube read where it is shown.
 EAGER_TOTAL_BYTES = 1 << 30
+# Most bytes of spectra in the preview of a big cube. Chunks of whole spectra make the bytes
+# read a bounded multiple of this (the spectra per chunk).
+PREVIEW_BYTES = 64 << 20
+# Bytes of spectra per tile of the full-resolution total counts of a big cube.
+TILE_BYTES = 16 << 20
 # Spectra sampled (a grid of at most this many per side) to set contrast limits without
 # reading the whole cube.
 _SAMPLE_SIDE = 12
@@ -99,16 +112,35 @@ def _limits(values) -> list[float]:
     return [low, high]
 
 
-def _total_counts(cube, sample):
-    """(total counts image, contrast limits or None); lazy for big cubes."""
-    nbytes = int(np.prod(cube.shape)) * cube.dtype.itemsize
-    if nbytes <= EAGER_TOTAL_BYTES:
-        return cube.total_counts(), None
-    total = cube.to_dask().sum(axis=2, dtype=np.float64)
-    # napari would compute the whole sum just to set contrast limits; the sample is enough.
-    sample_totals = sample.sum(axis=2, dtype=np.float64)
-    low, high = float(sample_totals.min()), float(sample_totals.max())
-    return total, [low, high if high > low else low + 1.0]
+def _preview(cube) -> tuple[np.ndarray, int]:
+    """Spectra of every ``step``-th row and column, (rows/step, columns/step, channels), of
+    at most :data:`PREVIEW_BYTES`, and ``step`` (>= 2)."""
+    rows, cols, chans = cube.shape
+    spectrum_bytes = chans * cube.dtype.itemsize
+    step = max(2, math.ceil(math.sqrt(rows * cols * spectrum_bytes / PREVIEW_BYTES)))
+    return np.asarray(cube.counts[::step, ::step]), step
+
+
+def _big_cube_levels(cube):
+    """(cube levels, total-counts levels, preview spectra, preview step) for napari's
+    multiscale layers.
+
+    Level 0 is the full cube (channels first) and a lazy dask sum of it: napari reads them only
+    for the region on screen once zoomed in. Level 1 is the preview, read here.
+    """
+    import dask.array as da
+
+    preview, step = _preview(cube)
+    preview_total = preview.sum(axis=2, dtype=np.float64)
+    counts = cube.counts
+    if not isinstance(counts, da.Array):
+        # Square tiles of whole spectra: a zoomed-in view reads the tiles it shows, not
+        # whole rows of the scan.
+        side = max(16, math.isqrt(TILE_BYTES // (cube.n_channels * cube.dtype.itemsize)))
+        counts = da.from_array(counts, chunks=(side, side, -1), lock=True, asarray=True)
+    full_total = counts.sum(axis=2, dtype=np.float64)
+    return ([energy_first(cube.counts), np.moveaxis(preview, 2, 0)],
+            [full_total, preview_total], preview, step)
 
 
 def cube_layer_data(cube) -> list[tuple]:
@@ -123,8 +155,15 @@ def cube_layer_data(cube) -> list[tuple]:
     step, first, energy_label, energy_unit = energy_geometry(cube)
     pixel = tuple(cube.pixel_size) if cube.pixel_size else (1.0, 1.0)
     pixel_unit = "mm" if cube.pixel_size else "pixel"
-    sample = _sample(cube)
-    total, total_limits = _total_counts(cube, sample)
+    nbytes = math.prod(cube.shape) * cube.dtype.itemsize
+    multiscale = nbytes > EAGER_TOTAL_BYTES
+    if multiscale:
+        counts, total, sample, every = _big_cube_levels(cube)
+        show_info(f"{name} is {nbytes / 2**30:.1f} GiB: showing a preview of every {every}th "
+                  "row and column. For full resolution, zoom in, then set the layer's "
+                  "'resolution' to Auto (only the region on screen is read)")
+    else:
+        counts, total, sample = energy_first(cube.counts), cube.total_counts(), _sample(cube)
     cube_kwargs = {
         "name": name,
         "metadata": {CUBE_KEY: cube, ROLE_KEY: "cube"},
@@ -132,7 +171,7 @@ def cube_layer_data(cube) -> list[tuple]:
         "translate": (first, 0.0, 0.0),
         "units": (energy_unit, pixel_unit, pixel_unit),
         "rgb": False,
-        "multiscale": False,
+        "multiscale": multiscale,
         "axis_labels": (energy_label, "row", "column"),
         "contrast_limits": _limits(sample),
         "colormap": "inferno",
@@ -143,12 +182,17 @@ def cube_layer_data(cube) -> list[tuple]:
         "scale": pixel,
         "units": (pixel_unit, pixel_unit),
         "rgb": False,
-        "multiscale": False,
+        "multiscale": multiscale,
         "axis_labels": ("row", "column"),
         "colormap": "gray",
     }
-    if total_limits is not None:
-        total_kwargs["contrast_limits"] = total_limits
+    if multiscale:
+        # From the preview: napari would otherwise compute the lazy full sum to set them.
+        low, high = float(total[1].min()), float(total[1].max())
+        total_kwargs["contrast_limits"] = [low, high if high > low else low + 1.0]
+        # napari's automatic level wants a data pixel per screen pixel, which for a whole big
+        # cube on screen means reading most of it: start on the preview instead.
+        cube_kwargs["locked_data_level"] = total_kwargs["locked_data_level"] = 1
     if not cube.calibrated:
         # Short enough for napari's pop-up, which elides long messages.
         show_warning(
@@ -156,6 +200,6 @@ def cube_layer_data(cube) -> list[tuple]:
             "Energy calibration (zero/gain or two named peaks); until then energies are channels."
         )
     return [
-        (energy_first(cube.counts), cube_kwargs, "image"),
+        (counts, cube_kwargs, "image"),
         (total, total_kwargs, "image"),
     ]

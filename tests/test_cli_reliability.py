@@ -42,7 +42,23 @@ def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     from _model_data import write_set
 
-    return {"cube": _cube(folder / "cube.h5", 8, 8), "data": write_set(folder / "set.h5", n=64)}
+    return {"cube": _cube(folder / "cube.h5", 8, 8), "data": write_set(folder / "set.h5", n=64),
+            "labels": _halves_labels(folder / "labels.json", 8, 8)}
+
+
+def _halves_labels(path, rows, cols):
+    """Shapes labelling the top half vermilion and the bottom half zinc white, over the
+    shipped model's pigment list."""
+    from napari_xrf_pigments.labels import LabelledShape, ShapeLabels, write_labels
+    from napari_xrf_pigments.model.files import default_model_path, read_metadata
+
+    pigments = [(p["abbreviation"], p["name"]) for p in read_metadata(default_model_path())["pigments"]]
+    half = rows / 2 - 0.5
+    top = [[-0.5, -0.5], [-0.5, cols - 0.5], [half, cols - 0.5], [half, -0.5]]
+    bottom = [[half, -0.5], [half, cols - 0.5], [rows - 0.5, cols - 0.5], [rows - 0.5, -0.5]]
+    shapes = [LabelledShape("rectangle", top, ["VM"], ["VM"]),
+              LabelledShape("rectangle", bottom, ["ZW"], ["ZW"])]
+    return write_labels(path, ShapeLabels(pigments, shapes, {"shape": [rows, cols]}))
 
 
 @pytest.fixture
@@ -95,7 +111,8 @@ def _command(name, inputs, out):
         "simulate": ["simulate", "--n", "4", "--out", out],
         "train": ["train", "--data", inputs["data"], "--out", out, "--folds", "1", "--epochs", "1",
                   "--batch-size", "32"],
-        "finetune": ["finetune", "--cube", inputs["cube"], "--labels", inputs["cube"], "--out", out],
+        "finetune": ["finetune", "--cube", inputs["cube"], "--labels", inputs["labels"], "--out", out,
+                     "--epochs", "1"],
         "demo": ["demo", "--out", out],
     }[name] + ["--force"]
 
@@ -107,11 +124,11 @@ def _assert_one_line_error(stderr, command, out, reason):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["mockup", "fit", "predict", "simulate", "train"])
+@pytest.mark.parametrize("command", ["mockup", "fit", "predict", "simulate", "train", "finetune", "demo"])
 def test_a_full_disk_is_one_line_and_leaves_the_old_output(command, inputs, small_disk):
-    if command in ("predict", "train"):
+    if command in ("predict", "train", "finetune", "demo"):
         pytest.importorskip("keras")
-    name = "model/" if command == "train" else "out.h5"
+    name = "out/" if command in ("train", "finetune", "demo") else "out.h5"
     disk = small_disk("16k", old=(name, b"old output"))
     before = _listing(disk)
     out = disk / name.rstrip("/")
@@ -120,7 +137,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_old_output(command, inputs, smal
     assert done.returncode == 2, done.stderr[-3000:]
     _assert_one_line_error(done.stderr, command, out, FULL)
     assert _listing(disk) == before  # no .part file or folder
-    assert (out / "keep" if command == "train" else out).read_bytes() == b"old output"
+    assert (out / "keep" if name == "out/" else out).read_bytes() == b"old output"
 
 
 @pytest.mark.parametrize("command", ["mockup", "fit", "predict", "simulate", "train", "finetune", "demo"])

@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from .. import compare
 from ._layers import ROLE_KEY
-from ._maps import ELEMENT_ROLE, PIGMENT_ROLE, geometry, role_of
+from ._maps import ELEMENT_ROLE, PIGMENT_ROLE, geometry, role_of, set_visible
 
 NONE = "(none)"
 #: Roles of the layers this widget owns (found again by role, whatever their name).
@@ -274,7 +274,7 @@ class CompareWidget(Container):
             layer.scale, layer.translate, layer.units = geo["scale"], geo["translate"], geo["units"]
             layer.contrast_limits_range = [min(0.0, limits[0]), max(limits[1], _finite_max(source.data))]
             layer.contrast_limits = limits
-            layer.visible = True
+            set_visible(layer, True)
             if layer.name != name:
                 layer.name = name
         if len(elements) < 2:
@@ -284,7 +284,7 @@ class CompareWidget(Container):
         if self.hide_others.value:
             for layer in self.viewer.layers:
                 if role_of(layer) not in _OWN:
-                    layer.visible = False
+                    set_visible(layer, False)
 
     def _clear(self, message):
         self.x = self.y = None

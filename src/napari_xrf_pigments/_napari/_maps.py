@@ -115,6 +115,13 @@ def role_of(layer) -> str | None:
     return getattr(layer, "metadata", {}).get(ROLE_KEY)
 
 
+def set_visible(layer, visible: bool) -> None:
+    """Show or hide ``layer``; nothing when it already is (napari redraws a layer on every
+    ``visible = True``, and a stack of maps redrawn at once stalls the GUI)."""
+    if layer.visible != bool(visible):
+        layer.visible = bool(visible)
+
+
 def map_layers(viewer, role: str) -> list:
     """2-D image layers of ``viewer`` with the given role, in layer-list order."""
     return [
@@ -191,7 +198,7 @@ def put_image(
         existing.contrast_limits = list(contrast_limits)
         existing.metadata = meta
         if visible is not None:
-            existing.visible = visible
+            set_visible(existing, visible)
         return existing
     kwargs = {}
     if colormap is not None:

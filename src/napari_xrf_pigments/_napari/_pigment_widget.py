@@ -26,6 +26,7 @@ from ._maps import (
     put_pigment_map,
     put_rgb_composite,
     put_unexplained_map,
+    set_visible,
 )
 
 DEFAULT_MODEL, MODEL_FOLDER = "shipped default", "model folder"
@@ -325,14 +326,14 @@ class PigmentMapsWidget(Container):
     def apply_visibility(self, *_):
         """Show the pigment map layers the "show" controls ask for, hide the others."""
         for layer in map_layers(self.viewer, PIGMENT_ROLE):
-            layer.visible = self._wanted(layer.metadata)
+            set_visible(layer, self._wanted(layer.metadata))
         for layer in map_layers(self.viewer, UNEXPLAINED_ROLE):
             # The overall score follows its checkbox; per-element maps are switched by hand.
             if layer.metadata.get("xrf_element") is None:
-                layer.visible = bool(self.show_unexplained.value)
+                set_visible(layer, self.show_unexplained.value)
         for layer in self.viewer.layers:
             if layer.metadata.get(ROLE_KEY) == DOMINANT_ROLE:
-                layer.visible = bool(self.show_dominant.value)
+                set_visible(layer, self.show_dominant.value)
         self.legend.visible = bool(self.show_dominant.value) and bool(self.legend.value)
 
     def _wanted(self, meta) -> bool:

@@ -64,3 +64,22 @@ def test_nothing_to_save_is_a_clear_error(make_napari_viewer, tmp_path):
     big = ({"name": "b", "metadata": {"xrf_role": "element_map", "xrf_map": "Hg L"}}, "image")
     with pytest.raises(InvalidDataError, match="different sizes"):
         write_maps_layers(str(tmp_path / "x.h5"), [(np.ones((3, 3)), *small), (np.ones((4, 4)), *big)])
+
+
+def test_map_layers_export_as_one_ome_tiff(make_napari_viewer, tmp_path):
+    from napari_xrf_pigments.io.tiff import read_maps_tiff
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.ones((4, 5)), name="scan total counts")  # not a map: left out
+    rng = np.random.default_rng(1)
+    hg, vm = rng.random((4, 5)).astype(np.float32), rng.random((4, 5)).astype(np.float32)
+    put_element_map(viewer, "Hg L", hg, source="scan", scale=(0.5, 0.25), units=("mm", "mm"))
+    put_pigment_map(viewer, PigmentLabel("VM", "Vermilion"), vm, model_name="default-v4",
+                    source="scan", evidence="checked", scale=(0.5, 0.25), units=("mm", "mm"))
+    out = tmp_path / "maps.ome.tif"
+    assert viewer.layers.save(str(out), plugin=PLUGIN) == [str(out)]
+    maps, root = read_maps_tiff(out)
+    assert list(maps) == ["Hg L", "VM"]
+    np.testing.assert_array_equal(maps["VM"][0], vm)
+    assert maps["VM"][1]["pigment"] == "Vermilion" and maps["Hg L"][1]["kind"] == "element"
+    assert root["pixel_size_mm"] == (0.5, 0.25) and root["cubes"] == ["scan"]

@@ -394,6 +394,29 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    import numpy as np
+
+    from .errors import InvalidDataError
+    from .io.maps import read_maps
+    from .io.tiff import write_maps_tiff
+
+    maps, root = read_maps(args.maps)
+    if args.only:
+        wanted = _names(args.only)
+        missing = [name for name in wanted if name not in maps]
+        if missing:
+            raise InvalidDataError(f"{args.maps} has no map {', '.join(missing)} "
+                                   f"(it has {', '.join(maps)})")
+        maps = {name: maps[name] for name in wanted}
+    pixel = root.get("pixel_size_mm")
+    out = write_maps_tiff(args.out, maps, root_attrs=root, force=args.force,
+                          pixel_size_mm=None if pixel is None else tuple(np.ravel(pixel)))
+    size = "" if pixel is None else f", pixel {' x '.join(f'{v:g}' for v in np.ravel(pixel))} mm"
+    print(f"{len(maps)} maps written to {out} (OME-TIFF{size})")
+    return 0
+
+
 def _display_available() -> bool:
     import os
 
@@ -604,6 +627,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     from .model.defaults import FINETUNE_DEFAULTS as F
+
+    p = sub.add_parser("export", help="maps file (.h5) to one OME-TIFF for image software")
+    p.add_argument("maps", help="maps file written by fit, predict or napari (.h5)")
+    p.add_argument("--out", required=True, help="OME-TIFF to write (.ome.tif)")
+    p.add_argument("--maps", dest="only", default=None,
+                   help="comma-separated map names to export, in this order (default: all)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("finetune", help="finetune a pigment model on labelled pixels of a mock-up")
     p.add_argument("--cube", required=True, help="XRF cube of the labelled mock-up")

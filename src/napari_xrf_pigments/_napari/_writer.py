@@ -1,8 +1,10 @@
-"""npe2 writer: map layers (element, pigment, unexplained) saved as the CLI's maps file.
+"""npe2 writers: map layers (element, pigment, unexplained) saved as the CLI's maps file, or
+exported as one OME-TIFF.
 
 *File > Save Selected Layers...* with the map layers selected writes one HDF5 maps file
 (:mod:`napari_xrf_pigments.io.maps`), the layout ``xrf-pigments fit`` and ``predict`` write, so
-scripts read maps saved from napari like those of the command line.
+scripts read maps saved from napari like those of the command line; a name ending in
+``.ome.tif`` writes the same maps as an OME-TIFF (:mod:`napari_xrf_pigments.io.tiff`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,45 @@ def _map_entry(data, meta: dict) -> tuple[str, dict] | None:
     return (abbreviation + ("_top" if which == "top" else "")), attrs
 
 
+def _collect_maps(layer_data: list) -> tuple[dict, dict]:
+    """(maps, root attributes) of the map layers among ``layer_data``, as the maps file holds
+    them; see :func:`write_maps_layers`."""
+    maps, scales, units, names = {}, set(), set(), set()
+    for data, meta, _ in layer_data:
+        entry = _map_entry(data, meta)
+        if entry is None:
+            continue
+        name, attrs = entry
+        if name in maps:
+            # The same map of another cube or model: the layer name's "[...]" says which.
+            made_as = (meta.get("metadata") or {}).get(MAP_KEY, "")
+            layer_name = meta.get("name", "")
+            tag = layer_name[len(made_as):].strip() if made_as and layer_name.startswith(made_as) else ""
+            name = (f"{name} {tag}" if tag else layer_name).replace("/", "-")
+        maps[name] = (np.asarray(data, dtype=np.float32), attrs)
+        scale = meta.get("scale")
+        scales.add((1.0, 1.0) if scale is None else tuple(float(v) for v in scale[-2:]))
+        # napari gives pint units ("millimeter"); the put_* functions set them from "mm".
+        units.add(tuple(str(u) for u in (meta.get("units") or ("pixel", "pixel"))[-2:]))
+        names.add(attrs["cube"])
+    if not maps:
+        raise InvalidDataError(
+            "none of the selected layers is an element, pigment or unexplained map; select the "
+            "map layers to save (the cube itself is saved by the CLI's file formats)")
+    shapes = {array.shape for array, _ in maps.values()}
+    if len(shapes) > 1:
+        raise InvalidDataError(
+            f"the selected maps have different sizes {sorted(shapes)}: save one cube's maps at a time")
+    root = {"kind": "napari", "cubes": sorted(n for n in names if n)}
+    if len(scales) == 1:
+        # World units per pixel (rows, columns): mm where the cube stated its pixel size.
+        scale = scales.pop()
+        root["scale"] = np.asarray(scale)
+        if units in ({("mm", "mm")}, {("millimeter", "millimeter")}):
+            root["pixel_size_mm"] = np.asarray(scale)
+    return maps, root
+
+
 def write_maps_layers(path: str, layer_data: list) -> list[str]:
     """Write the selected map layers to one maps file (npe2 multi-layer writer).
 
@@ -65,33 +106,18 @@ def write_maps_layers(path: str, layer_data: list) -> list[str]:
     """
     from ..io.maps import write_maps
 
-    maps, scales, names = {}, set(), set()
-    for data, meta, _ in layer_data:
-        entry = _map_entry(data, meta)
-        if entry is None:
-            continue
-        name, attrs = entry
-        if name in maps:
-            # The same map of another cube or model: the layer name's "[...]" says which.
-            made_as = (meta.get("metadata") or {}).get(MAP_KEY, "")
-            layer_name = meta.get("name", "")
-            tag = layer_name[len(made_as):].strip() if made_as and layer_name.startswith(made_as) else ""
-            name = (f"{name} {tag}" if tag else layer_name).replace("/", "-")
-        maps[name] = (np.asarray(data, dtype=np.float32), attrs)
-        scale = meta.get("scale")
-        scales.add((1.0, 1.0) if scale is None else tuple(float(v) for v in scale[-2:]))
-        names.add(attrs["cube"])
-    if not maps:
-        raise InvalidDataError(
-            "none of the selected layers is an element, pigment or unexplained map; select the "
-            "map layers to save (the cube itself is saved by the CLI's file formats)")
-    shapes = {array.shape for array, _ in maps.values()}
-    if len(shapes) > 1:
-        raise InvalidDataError(
-            f"the selected maps have different sizes {sorted(shapes)}: save one cube's maps at a time")
-    root = {"kind": "napari", "cubes": sorted(n for n in names if n)}
-    if len(scales) == 1:
-        # World units per pixel (rows, columns): mm where the cube stated its pixel size.
-        root["scale"] = np.asarray(scales.pop())
+    maps, root = _collect_maps(layer_data)
     write_maps(Path(path), maps, root, force=True)  # napari's dialog has asked already
+    return [str(path)]
+
+
+def write_maps_layers_tiff(path: str, layer_data: list) -> list[str]:
+    """Write the selected map layers to one OME-TIFF (npe2 multi-layer writer): a plane per map
+    named after it, the pixel size in mm, every map's attributes in the description
+    (:mod:`napari_xrf_pigments.io.tiff`). Same layers and errors as :func:`write_maps_layers`."""
+    from ..io.tiff import write_maps_tiff
+
+    maps, root = _collect_maps(layer_data)
+    write_maps_tiff(Path(path), maps, root_attrs=root, pixel_size_mm=root.get("pixel_size_mm"),
+                    force=True)  # napari's dialog has asked already
     return [str(path)]

@@ -709,6 +709,8 @@ def _make_result(cube, setup: FitSetup, cfg, model, state: _State, run_info) -> 
         "notes": "\n".join(notes),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if cube.pixel_size:
+        attrs["pixel_size_mm"] = np.asarray(cube.pixel_size, float)
     return FitResult(maps, kinds, units, groups, cfg, attrs, notes)
 
 

@@ -610,5 +610,6 @@ def predict_to_file(
             "package_version": __version__,
             "evidence": result.evidence,
             "warnings": [*warnings, *result.warnings],
+            **({"pixel_size_mm": np.asarray(cube.pixel_size, float)} if cube.pixel_size else {}),
         })
     return Path(out)

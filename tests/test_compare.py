@@ -176,11 +176,18 @@ def test_overlay_puts_pigment_in_red_elements_in_green_and_blue():
 def test_comparison_figure_saves_a_png(tmp_path):
     rng = np.random.default_rng(1)
     pigment = rng.uniform(0, 1, (12, 16))
+    cu = rng.uniform(0, 50, (12, 16))
     fig = compare.comparison_figure(
-        pigment, [rng.uniform(0, 50, (12, 16)), rng.uniform(0, 9, (12, 16))],
+        pigment, [cu, rng.uniform(0, 9, (12, 16))],
         pigment_name="emerald green", element_names=["Cu K", "As K"], highlight=(3, 4), dpi=60,
     )
-    assert len(fig.axes) == 4
+    # Four panels, and a colour bar for the probability and for each element (0 to its clip
+    # limit, the 99th percentile).
+    assert len(fig.axes) == 7
+    bars = {ax.get_ylabel(): ax for ax in fig.axes if ax.get_label() == "<colorbar>"}
+    assert list(bars) == ["probability", "Cu K", "As K"]
+    assert bars["probability"].get_ylim() == (0.0, 1.0)
+    assert bars["Cu K"].get_ylim()[1] == pytest.approx(compare.clip_limit(cu, compare.CLIP_PERCENTILE))
     scatter = fig.axes[3]
     assert len(scatter.lines[0].get_xdata()) == 12 * 16
     path = tmp_path / "row.png"

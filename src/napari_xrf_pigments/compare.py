@@ -353,6 +353,10 @@ def _draw_comparison(axes, pigment, element_maps, pigment_name, names, percentil
         ax.set_yticks([])
         if highlight is not None:
             ax.plot(highlight[1], highlight[0], marker="s", mfc="none", mec="cyan", ms=8, mew=1.2)
+    # What the colours mean: probability 0-1 in red; each element from 0 to its clip limit.
+    _colour_bar(axes[0], "red", 1.0, "probability")
+    for (name, values), colour in zip(zip(names, element_maps), ("green", "blue")):
+        _colour_bar(axes[1], colour, clip_limit(values, percentile), name)
     ax = axes[3]
     ax.plot(x, y, linestyle="none", marker=".", markersize=2, alpha=0.4, color="#c0392b", rasterized=True)
     if highlight is not None:
@@ -367,3 +371,15 @@ def _draw_comparison(axes, pigment, element_maps, pigment_name, names, percentil
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.tick_params(labelsize=7)
+
+
+def _colour_bar(ax, colour: str, top: float, label: str) -> None:
+    """A black-to-``colour`` bar beside ``ax`` from 0 to ``top`` (values above show as ``top``)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LinearSegmentedColormap, Normalize
+
+    cmap = LinearSegmentedColormap.from_list(f"black-{colour}", ["black", colour])
+    bar = ax.figure.colorbar(ScalarMappable(Normalize(0.0, float(top)), cmap), ax=ax,
+                             fraction=0.046, pad=0.02)
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=6)

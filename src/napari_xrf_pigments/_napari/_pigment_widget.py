@@ -55,6 +55,10 @@ def prediction_job(cube, model_path=None, *, device: str | None = None):
     -------
     (PigmentPrediction, model name)
     """
+    # napari imports pandas when it makes its first Labels layer (the dominant-pigment map):
+    # 0.4-0.9 s of the main thread. Imported here, in the worker thread, it costs the GUI nothing.
+    import pandas  # noqa: F401
+
     return (yield from isolated(PREDICT_TARGET, portable_cube(cube), model_path, device=device))
 
 

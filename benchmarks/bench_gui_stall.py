@@ -146,7 +146,7 @@ def main(argv=None):
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_xrf_pigments._napari import _isolated
+    from napari_xrf_pigments.model import isolated as _isolated
     from napari_xrf_pigments._napari import _pigment_widget as pw
     from napari_xrf_pigments._napari._fit_widget import ElementMapsWidget
     from napari_xrf_pigments._napari._reader import cube_layer_data

@@ -33,7 +33,7 @@ def real_data() -> Path:
 
 # TensorFlow's bundled LLVM and the libLLVM that Mesa's OpenGL driver loads crash at interpreter
 # teardown when both live in one process ("free(): invalid pointer", exit code 134). The plugin
-# keeps them apart (in napari, TensorFlow runs in a child process: _napari/_isolated.py), and the
+# keeps them apart (in napari, TensorFlow runs in a child process: model/isolated.py), and the
 # README runs GUI and non-GUI tests as two processes; should a run still hold both, it ends here,
 # after pytest has reported, with pytest's own exit status instead of the crash.
 _EXIT_STATUS = None

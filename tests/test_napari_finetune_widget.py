@@ -1,7 +1,7 @@
 """Finetuning widget: labelling shapes, the labels file, finetuning in a worker, the maps.
 
 TensorFlow must not load into this (napari, OpenGL) process: its LLVM and Mesa's crash together
-(see ``_napari/_isolated.py``). The tiny base model is trained in a child process, and the
+(see ``model/isolated.py``). The tiny base model is trained in a child process, and the
 widget finetunes in one.
 """
 
@@ -72,7 +72,7 @@ def quadrant_labels():
 def stop_child_process():
     """The widget's child process serves every test here; it must not outlive the module."""
     yield
-    from napari_xrf_pigments._napari import _isolated
+    from napari_xrf_pigments.model import isolated as _isolated
 
     _isolated.shutdown()
     assert multiprocessing.active_children() == []

@@ -1,7 +1,7 @@
 """Pigment maps widget end to end: a tiny trained model on a small cube, against the CLI.
 
 TensorFlow must not load into this (napari, OpenGL) process: its LLVM and Mesa's crash
-together (see ``_napari/_isolated.py``). The model is trained, and the CLI run, in child
+together (see ``model/isolated.py``). The model is trained, and the CLI run, in child
 processes, as the widget itself predicts in one.
 """
 
@@ -37,7 +37,7 @@ PIXEL = 0.25
 def stop_child_process():
     """The widget's child process serves every test here; it must not outlive the module."""
     yield
-    from napari_xrf_pigments._napari import _isolated
+    from napari_xrf_pigments.model import isolated as _isolated
 
     _isolated.shutdown()
     assert multiprocessing.active_children() == []
@@ -120,7 +120,7 @@ def pigment_layers(viewer):
 
 def test_maps_equal_the_cli_and_rerun_updates(make_napari_viewer, qtbot, model_dir, scan, tmp_path):
     tf_before = "tensorflow" in sys.modules
-    from napari_xrf_pigments._napari._isolated import isolated
+    from napari_xrf_pigments.model.isolated import isolated
     from napari_xrf_pigments.io.maps import read_maps
     from napari_xrf_pigments.progress import run
 

@@ -1,7 +1,7 @@
 """Open a folder written by ``xrf-pigments demo`` in napari (``demo --view``).
 
 Run as ``python -m napari_xrf_pigments._napari._demo_view DIR``: the demo runs TensorFlow in
-its own process, and napari must not share a process with it (see :mod:`._isolated`).
+its own process, and napari must not share a process with it (see :mod:`~napari_xrf_pigments.model.isolated`).
 """
 
 from __future__ import annotations

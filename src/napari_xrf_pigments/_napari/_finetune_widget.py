@@ -215,19 +215,19 @@ def set_labels(layer, indices, pigments, present, top) -> None:
     style_labels_layer(layer)
 
 
-FINETUNE_TARGET = "napari_xrf_pigments.model.finetuning:finetune_summary_job"
+FINETUNE_TARGET = "napari_xrf_pigments.model.isolated:finetune_job"
 
 
 def finetune_job(out, base_path, cube, labels, curve, **kwargs):
     """Job: finetune in the child process (TensorFlow never loads into napari's, see
-    :mod:`._isolated`), noting every epoch's losses in ``curve`` for the loss plot.
+    :mod:`~napari_xrf_pigments.model.isolated`), noting every epoch's losses in ``curve`` for the loss plot.
 
     Returns
     -------
     dict
-        :func:`~napari_xrf_pigments.model.finetuning.finetune_summary_job`'s figures.
+        :func:`~napari_xrf_pigments.model.isolated.finetune_job`'s figures.
     """
-    from ._isolated import isolated, portable_cube
+    from ..model.isolated import isolated, portable_cube
 
     job = isolated(FINETUNE_TARGET, str(out), None if base_path is None else str(base_path),
                    portable_cube(cube), labels, **kwargs)
@@ -254,7 +254,7 @@ class FinetuneWidget(QWidget):
     3. "Finetune": 20 % of the labelled pixels train, the rest test; the loss curve updates
        every epoch; the before/after table appears at the end and the new model is saved.
        The training runs in a child process (TensorFlow and napari's OpenGL must not share
-       one, see :mod:`._isolated`); Cancel stops it and writes nothing.
+       one, see :mod:`~napari_xrf_pigments.model.isolated`); Cancel stops it and writes nothing.
     4. "Recompute pigment maps" opens the Pigment maps widget on the new model and runs it.
 
     Parameters
@@ -267,7 +267,7 @@ class FinetuneWidget(QWidget):
         self.viewer = napari_viewer
         self.pigments = ()
         self.curve = []
-        #: The last run's figures (:func:`~..model.finetuning.finetune_summary_job`), or None.
+        #: The last run's figures (:func:`~napari_xrf_pigments.model.isolated.finetune_job`), or None.
         self.result = None
         #: More :func:`~..model.finetuning.finetune` keywords for the next runs (scripts, tests).
         self.options = {}

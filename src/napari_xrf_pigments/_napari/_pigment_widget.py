@@ -9,7 +9,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 from napari.utils.notifications import show_error, show_info
 
-from ._isolated import gpu_device_present, isolated, portable_cube
+from ..model.isolated import gpu_device_present, isolated, portable_cube
 from ._jobs import JobRunner, error_message
 from ._layers import ROLE_KEY, cube_layers, cube_of
 from ._maps import (
@@ -36,8 +36,8 @@ NONE = "(none)"
 CALLED = "(pigments called)"
 CALLED_SHARE = 0.01
 CPU, GPU = "CPU", "GPU"
-PREDICT_TARGET = "napari_xrf_pigments._napari._isolated:predict_job"
-GPU_TARGET = "napari_xrf_pigments._napari._isolated:gpu_job"
+PREDICT_TARGET = "napari_xrf_pigments.model.isolated:predict_job"
+GPU_TARGET = "napari_xrf_pigments.model.isolated:gpu_job"
 NO_DEFAULT_MODEL = (
     "no default pigment model is installed in this version of napari-xrf-pigments: choose a "
     "model folder (one written by `xrf-pigments train`)"
@@ -48,7 +48,7 @@ def prediction_job(cube, model_path=None, *, device: str | None = None):
     """Job: load the model (cached) and predict every pixel of ``cube``, in a child process.
 
     The child runs what ``xrf-pigments predict`` runs, so the maps are the same; TensorFlow
-    stays out of napari's process (see :mod:`._isolated`). ``device`` None: GPU when there is
+    stays out of napari's process (see :mod:`~napari_xrf_pigments.model.isolated`). ``device`` None: GPU when there is
     one, as the CLI; ``"CPU"``: on the CPU even when a GPU is present.
 
     Returns
@@ -74,7 +74,7 @@ class PigmentMapsWidget(Container):
 
     Choose the cube layer and the model (the shipped default, or a model folder); where a GPU
     is present, choose where the network runs. The prediction runs in the background (a worker
-    thread driving a child process that holds TensorFlow, see :mod:`._isolated`) with a
+    thread driving a child process that holds TensorFlow, see :mod:`~napari_xrf_pigments.model.isolated`) with a
     progress bar and a Cancel button, and adds one layer per pigment, ``"P(vermilion)"``
     (probability in any paint layer, contrast 0-1, additive blending in the pigment's colour),
     plus ``"P(vermilion, top)"`` (in the top layer) for two-headed models. The "show" controls

@@ -473,54 +473,6 @@ def finetune_to_dir(out, base_model=None, cube=None, labels=None, *, force: bool
     return result, path
 
 
-def _cube_of(spec):
-    """An XRFCube from a cube, a path, or a ``{"cube": XRFCube}`` / ``{"path", "energy",
-    "shape"}`` mapping (what the napari adapter sends to a child process)."""
-    if not isinstance(spec, dict):
-        return spec
-    if "cube" in spec:
-        return spec["cube"]
-    import dataclasses
-
-    from ..io import open_cube
-
-    cube = open_cube(spec["path"])
-    if "shape" in spec and tuple(cube.shape) != tuple(spec["shape"]):
-        raise InvalidDataError(
-            f"{spec['path']} changed on disk since it was opened (now {cube.shape}, was "
-            f"{tuple(spec['shape'])}); open it again"
-        )
-    # The energy axis goes along: a calibration set in napari applies.
-    return dataclasses.replace(cube, energy=spec["energy"]) if "energy" in spec else cube
-
-
-def finetune_summary_job(out, base_model=None, cube=None, labels=None, *, force: bool = False,
-                         command: str | None = None, **kwargs):
-    """:func:`finetune_to_dir` returning plain, picklable figures instead of the Keras model.
-
-    For running in another process (the napari widget keeps TensorFlow out of napari's).
-    ``cube`` may also be a ``{"path", "energy", "shape"}`` or ``{"cube"}`` mapping.
-
-    Returns
-    -------
-    dict
-        ``path`` (str, the new model), ``name``, ``before``, ``after``, ``split``, ``stages``,
-        ``history`` (as in :class:`FinetuneResult`).
-    """
-    result, path = yield from finetune_to_dir(
-        out, base_model, _cube_of(cube), labels, force=force, command=command, **kwargs
-    )
-    return {
-        "path": str(path),
-        "name": result.model.name,
-        "before": result.before,
-        "after": result.after,
-        "split": result.split,
-        "stages": result.stages,
-        "history": result.history,
-    }
-
-
 # -- the before/after table ----------------------------------------------------------------------
 
 _HEAD = ("Acc.", "Sens.", "Prec.", "F1")
@@ -594,7 +546,6 @@ __all__ = [
     "FinetuneResult",
     "check_finetune_output",
     "finetune",
-    "finetune_summary_job",
     "finetune_to_dir",
     "format_comparison",
     "split_labelled",

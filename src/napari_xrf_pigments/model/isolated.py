@@ -1,4 +1,4 @@
-"""Jobs run in a child process, so that TensorFlow never loads into napari's process.
+"""Model jobs run in a child process, so that TensorFlow never loads into napari's process.
 
 Why: TensorFlow carries its own LLVM (XLA), and Mesa's OpenGL drivers (llvmpipe under Xvfb and
 on many Linux desktops, radeonsi on AMD GPUs) load the system's libLLVM. The two in one process
@@ -9,9 +9,15 @@ at once.
 
 :func:`isolated` is itself a job (a generator yielding Progress, see
 :mod:`napari_xrf_pigments.progress`): it relays the child job's progress and returns its
-result, so :class:`~._jobs.JobRunner` runs it like any other. The child stays up between jobs
-(TensorFlow imported, models loaded and compiled) until it has been idle for ten minutes;
-cancelling a job stops it. This module imports neither Qt nor napari (the child imports it).
+result, so the napari widgets' job runner runs it like any other. The child stays up between
+jobs (TensorFlow imported, models loaded and compiled) until it has been idle for ten minutes;
+cancelling a job stops it. An error of this package raised in the child is raised again in the
+parent as the same class, with the same message and attributes (a ``CalibrationError`` stays a
+``CalibrationError``); any other error becomes :class:`ChildProcessFailed` with the child's
+traceback. This module imports neither Qt nor napari (the child imports it), nor TensorFlow.
+
+The jobs the widgets run: :func:`predict_job`, :func:`finetune_job`, :func:`gpu_job`; cubes go
+to the child as :func:`portable_cube` specs.
 """
 
 from __future__ import annotations
@@ -183,9 +189,26 @@ def _died(process) -> ChildProcessFailed:
 
 
 def _error(info) -> XRFPigmentsError:
-    if info["ours"]:
-        return XRFPigmentsError(info["message"])
-    return ChildProcessFailed(f"{info['type']}: {info['message']}\n{info['traceback']}")
+    """The parent's exception for the child's error report (see :func:`_run_one`)."""
+    if not info["ours"]:
+        return ChildProcessFailed(f"{info['type']}: {info['message']}\n{info['traceback']}")
+    try:
+        cls = getattr(importlib.import_module(info["module"]), info["type"])
+    except (ImportError, AttributeError):
+        cls = XRFPigmentsError
+    if not (isinstance(cls, type) and issubclass(cls, XRFPigmentsError)):
+        cls = XRFPigmentsError
+    # Not cls(message): subclasses take other arguments (UnreadableFileError(path, reason)).
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, info["message"])
+    for name, value in info["attributes"].items():
+        setattr(exc, name, value)
+    return exc
+
+
+def _os_error_fields(exc) -> list:
+    """``errno`` of an OSError (kept by the exception itself, not in its ``__dict__``)."""
+    return [("errno", exc.errno)] if isinstance(exc, OSError) else []
 
 
 #: The child runs at a lower CPU priority: on a machine with few cores, TensorFlow's threads
@@ -223,11 +246,16 @@ def _run_one(connection, target, args, kwargs):
                 return
             _send(connection, ("progress", step))
     except Exception as exc:  # noqa: BLE001 - everything goes back to the parent
+        ours = isinstance(exc, XRFPigmentsError)
         lines = str(exc).strip().splitlines()
         _send(connection, ("error", {
-            "ours": isinstance(exc, XRFPigmentsError),
-            "type": type(exc).__name__,
-            "message": str(exc) if isinstance(exc, XRFPigmentsError) else (lines[0] if lines else ""),
+            "ours": ours,
+            "module": type(exc).__module__,
+            "type": type(exc).__qualname__,
+            "message": str(exc) if ours else (lines[0] if lines else ""),
+            # What the parent's handlers read (path, reason, errno...): plain values only.
+            "attributes": {k: v for k, v in [*vars(exc).items(), *_os_error_fields(exc)]
+                           if isinstance(v, (str, int, float, bool, type(None)))},
             "traceback": traceback.format_exc(limit=-8),
         }))
 
@@ -248,20 +276,31 @@ def portable_cube(cube):
     return {"cube": cube}
 
 
-def _open_portable(spec):
+def open_portable(spec):
+    """The XRFCube a :func:`portable_cube` spec stands for (a cube or a path passes through).
+
+    Raises
+    ------
+    InvalidDataError
+        If the file changed shape since it was opened in napari.
+    """
+    if not isinstance(spec, dict):
+        return spec
     if "cube" in spec:
         return spec["cube"]
     import dataclasses
 
+    from ..errors import InvalidDataError
     from ..io import open_cube
 
     cube = open_cube(spec["path"])
-    if tuple(cube.shape) != tuple(spec["shape"]):
-        raise XRFPigmentsError(
-            f"{spec['path']} changed on disk since it was opened (now {cube.shape}, "
-            f"was {spec['shape']}); open it again"
+    if "shape" in spec and tuple(cube.shape) != tuple(spec["shape"]):
+        raise InvalidDataError(
+            f"{spec['path']} changed on disk since it was opened (now {cube.shape}, was "
+            f"{tuple(spec['shape'])}); open it again"
         )
-    return dataclasses.replace(cube, energy=spec["energy"])
+    # The energy axis goes along: a calibration set in napari applies.
+    return dataclasses.replace(cube, energy=spec["energy"]) if "energy" in spec else cube
 
 
 def predict_job(cube_spec, model_path=None, *, device: str | None = None):
@@ -274,30 +313,59 @@ def predict_job(cube_spec, model_path=None, *, device: str | None = None):
     -------
     (PigmentPrediction, model name)
     """
-    from ..model.files import load_model
-    from ..model.preflight import preflight_warnings
-    from ..model.predict import DEFAULT_BATCH_CPU, predict_cube
+    from .files import load_model
+    from .predict import DEFAULT_BATCH_CPU, predict_cube
+    from .preflight import preflight_warnings
     from ..progress import Progress
 
-    cube = _open_portable(cube_spec)
+    cube = open_portable(cube_spec)
     yield Progress(0, cube.shape[0], "loading the model")
     model = load_model(model_path)
     before = [str(w) for w in preflight_warnings(cube, model)]
     if device != "CPU":
         prediction = yield from predict_cube(cube, model)
     else:
-        import tensorflow as tf
+        import keras
 
-        with tf.device("/CPU:0"):
+        with keras.device("cpu:0"):  # whatever the Keras backend (TensorFlow, JAX)
             prediction = yield from predict_cube(cube, model, batch_size=DEFAULT_BATCH_CPU,
                                                  engine="fast")
     prediction.warnings[:0] = before
     return prediction, model.name
 
 
+def finetune_job(out, base_model=None, cube=None, labels=None, *, force: bool = False,
+                 command: str | None = None, **kwargs):
+    """Child job: :func:`~napari_xrf_pigments.model.finetuning.finetune_to_dir`, returning plain,
+    picklable figures instead of the Keras model.
+
+    ``cube`` is a :func:`portable_cube` spec (or a cube, or a path).
+
+    Returns
+    -------
+    dict
+        ``path`` (str, the new model), ``name``, ``before``, ``after``, ``split``, ``stages``,
+        ``history`` (as in :class:`~napari_xrf_pigments.model.finetuning.FinetuneResult`).
+    """
+    from .finetuning import finetune_to_dir
+
+    result, path = yield from finetune_to_dir(
+        out, base_model, open_portable(cube), labels, force=force, command=command, **kwargs
+    )
+    return {
+        "path": str(path),
+        "name": result.model.name,
+        "before": result.before,
+        "after": result.after,
+        "split": result.split,
+        "stages": result.stages,
+        "history": result.history,
+    }
+
+
 def gpu_job():
     """Child job: whether the Keras backend sees a GPU."""
-    from ..model.predict import gpu_available
+    from .predict import gpu_available
     from ..progress import Progress
 
     yield Progress(0, 1, "looking for a GPU")

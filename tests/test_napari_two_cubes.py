@@ -1,0 +1,24 @@
+"""#15's crash trial (two cubes of very different pixel sizes, maps, truth shapes, the finetune
+widget docked) runs to its end, in a process of its own so that a native crash fails the test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+def test_two_cubes_maps_and_the_finetune_dock_do_not_crash_napari(tmp_path, xvfb):
+    # The display pytest-xvfb started; the script opens its own viewer on it.
+    script = Path(__file__).with_name("_two_cubes_scenario.py")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "shot.png")],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, DISPLAY=os.environ["DISPLAY"]))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "survived; model backends in napari's process: none" in done.stdout
+    assert (tmp_path / "shot.png").stat().st_size > 0

@@ -1,8 +1,8 @@
 """Mutation fuzzing of every reader: damaged files must give one clean line, never a crash.
 
 Copies of each reader's sample files (the real instrument files in ``../shared/data/real`` when
-present, and small files written here: NeXus through ``io.write_cube``, a MAPS HDF5, EDF and a
-ripple pair) are damaged with one mutation each:
+present, and small files written here: NeXus through ``io.write_cube``, a MAPS HDF5, EDF, a
+ripple pair, an Amptek PMCA ``.mca`` and a two-column CSV) are damaged with one mutation each:
 
 ``flip``      1-8 bytes XOR-ed with a random byte (half of them in the first 4 KB: the headers)
 ``truncate``  the file cut at a random length
@@ -143,6 +143,17 @@ def _generated_samples(folder: Path) -> list[Sample]:
     )
     counts.astype("<u2").tofile(raw)
     out.append(Sample("ripple (written)", [str(rpl), str(raw)], str(rpl)))
+
+    from napari_xrf_pigments.io.amptek import write_pmca
+
+    mca = folder / "gen_point_7.mca"
+    write_pmca(mca, counts[0, 0], calibration=[(50, 2.0), (150, 6.0), (200, 8.0)], live_time=9.8,
+               real_time=10.0, start_time="12/04/2026 10:11:12", configuration={"GAIN": "60.0"},
+               status={"Device Type": "DP5", "Serial Number": "12345"})
+    out.append(Sample("amptek-mca (written)", [str(mca)], str(mca)))
+    csv = folder / "gen_export.csv"
+    csv.write_text("Energy (keV),Counts\n" + "".join(f"{0.04 * i:.4f},{c}\n" for i, c in enumerate(counts[0, 1])))
+    out.append(Sample("two-column (written)", [str(csv)], str(csv)))
     return out
 
 

@@ -83,6 +83,9 @@ def test_spx_m6_jetstream(real_data):
     assert cube.energy.as_calibration() == pytest.approx((-0.9555, 0.009999, 0.0), abs=1e-4)
     assert cube.live_time == pytest.approx(28.046)
     assert cube.metadata["excitation_kV"] == 50
+    # From the file's XRF header (README: Rh anode, Z=45, 50 kV, 199 uA).
+    assert cube.metadata["tube"] == {"anode": "Rh", "voltage_kV": 50.0, "current_uA": 199.0,
+                                     "type": "ixtube-Rh-30"}
     assert _peak_keV(cube, 3.5, 3.9) == pytest.approx(3.692, abs=0.03)  # Ca Ka
     assert _peak_keV(cube, 3.9, 4.2) == pytest.approx(4.013, abs=0.03)  # Ca Kb
     spectrum = cube.sum_spectrum()
@@ -94,6 +97,7 @@ def test_spx_m6_jetstream(real_data):
 def test_spx_sem_eds(real_data):
     cube = open_cube(real_data / BRUKER / "bruker_nano.spx")
     assert cube.shape == (1, 1, 4096)
+    assert "tube" not in cube.metadata  # an electron microscope's: no X-ray tube
     assert _peak_keV(cube, 2.2, 2.45) == pytest.approx(2.307, abs=0.03)  # S Ka
     assert _peak_keV(cube, 6.2, 6.6) == pytest.approx(6.404, abs=0.04)  # Fe Ka
 

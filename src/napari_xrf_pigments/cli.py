@@ -33,6 +33,13 @@ def _cmd_info(args) -> int:
         "calibrated": cube.calibrated,
         "dtype": str(cube.dtype),
     }
+    # Present only for files that state them: calibrations fitted to (channel, energy) pairs
+    # (Amptek, two-column text, cubes assembled from them) and masked pixels (assemble).
+    if cube.calibrated and "calibration_residual_keV" in cube.metadata:
+        summary["calibration_fit"] = str(cube.metadata.get("calibration_fit", ""))
+        summary["calibration_residual_keV"] = float(cube.metadata["calibration_residual_keV"])
+    if "mask" in cube.metadata:
+        summary["masked_pixels"] = int(cube.metadata["masked_pixels"])
     if args.json:
         print(json.dumps(summary))
     else:
@@ -45,6 +52,85 @@ def _cmd_info(args) -> int:
             print(f"energy:      {first:.4f} .. {last:.4f} keV")
         else:
             print("energy:      NOT CALIBRATED (set zero/gain before fitting or prediction)")
+        if "calibration_fit" in summary:
+            print(f"calibration: {summary['calibration_fit']}")
+        if "masked_pixels" in summary:
+            print(f"masked:      {summary['masked_pixels']} of {rows * cols} pixels have no measured "
+                  "spectrum (counts 0)")
+    return 0
+
+
+def _pixel_size(text):
+    """--pixel-size: "MM" (square) or "ROW_MM,COLUMN_MM"."""
+    parts = text.split(",")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"must be MM or ROW_MM,COLUMN_MM, got {text!r}")
+    values = tuple(_POSITIVE(p.strip()) for p in parts)
+    return values if len(values) == 2 else (values[0], values[0])
+
+
+def _cmd_assemble(args) -> int:
+    from .io.pointgrid import assemble_job
+    from .progress import run_with_tqdm
+
+    job = assemble_job(
+        args.inputs, args.out, rows=args.rows, columns=args.columns, order=args.order,
+        positions=args.positions, pixel_size=args.pixel_size, first_number=args.first_number,
+        mask_unreadable=args.mask_unreadable, force=args.force,
+    )
+    result = run_with_tqdm(job, desc="assemble (points)")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    rows, cols, chans = result.shape
+    print(f"cube written to {result.out}: {rows} rows x {cols} columns x {chans} channels "
+          f"from {result.point_format} point files"
+          + (f", {result.masked} masked" if result.masked else ""))
+    return 0
+
+
+# -- energy calibration: calibrate --------------------------------------------------------------
+
+
+def _guess(text):
+    """--guess: "ZERO,GAIN" in keV and keV/channel (a rough calibration to start from)."""
+    try:
+        zero, gain = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be ZERO,GAIN in keV and keV/channel (e.g. 0,0.01), got {text!r}") from None
+    if not (abs(zero) < 10 and 0 < gain < 1):
+        raise argparse.ArgumentTypeError(
+            f"must be ZERO,GAIN in keV and keV/channel (zero within +-10 keV, gain between 0 and "
+            f"1 keV/ch, e.g. 0,0.01), got {text!r}")
+    return zero, gain
+
+
+def _cmd_calibrate(args) -> int:
+    from pathlib import Path
+
+    from .calibration import calibrate_cube
+    from .errors import OutputExistsError
+    from .io import open_cube, write_cube
+    from .io._atomic import check_output_path
+
+    if args.out is not None:
+        if Path(args.out).resolve() == Path(args.cube).resolve():
+            raise OutputExistsError(f"{args.out} is the input cube: the input is never changed; "
+                                    "write the recalibrated cube to another file")
+        check_output_path(args.out, force=args.force)  # fail now, not after the search
+    cube = open_cube(args.cube)
+    found = calibrate_cube(cube, guess=args.guess)
+    written = None
+    if args.out is not None:
+        written = str(write_cube(args.out, found.apply(cube), force=args.force))
+    if args.json:
+        print(json.dumps({**found.to_dict(), "cube": args.cube, "written": written},
+                         allow_nan=False))
+        return 0
+    for line in found.report():
+        print(line)
+    if written is not None:
+        print(f"recalibrated cube written to {written}")
     return 0
 
 
@@ -497,6 +583,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="XRF cube or spectrum file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "assemble",
+        help="build a cube from a scan's point files (one spectrum per file, e.g. Amptek .mca)",
+        description="Assemble numbered point files (NAME_1.mca ... NAME_7200.mca, ordered by their "
+                    "number) into a NeXus cube of --rows x --columns pixels. A point number missing "
+                    "from the series becomes a masked pixel (counts 0) with a warning; files that "
+                    "do not fit the raster, differ in channels or calibration, or are damaged are "
+                    "refused (see docs/formats.md).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILES_OR_GLOB_OR_FOLDER",
+                   help="point files, a folder of them, or a quoted glob such as 'scan/pt_*.mca'")
+    p.add_argument("--rows", type=_POSITIVE_INT, required=True, help="raster rows")
+    p.add_argument("--columns", type=_POSITIVE_INT, required=True, help="raster columns (points per row)")
+    p.add_argument("--order", choices=("row-major", "serpentine"), default="row-major",
+                   help="scan order: row-major (every row from the first column, default) or "
+                        "serpentine (odd rows from the last column back)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--positions", default=None, metavar="FILE",
+                      help="stage positions: one 'x,y' line in mm per point, in point-number order")
+    size.add_argument("--pixel-size", type=_pixel_size, default=None, metavar="MM",
+                      help="step in mm: MM (square pixels) or ROW_MM,COLUMN_MM")
+    p.add_argument("--first-number", type=_NON_NEGATIVE_INT, default=None, metavar="N",
+                   help="number of the raster's first point (default 0 if a file is numbered 0, else 1)")
+    p.add_argument("--mask-unreadable", action="store_true",
+                   help="mask damaged point files (with a warning) instead of refusing them")
+    p.add_argument("-o", "--out", required=True, help="NeXus cube file to write (.h5)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_assemble)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="find the energy calibration from the peaks of the sum spectrum",
+        description="Name the peaks of the cube's sum spectrum by lines that are always or often "
+                    "there (Ar of the air, Ca, Fe, Cu, Zn, Sr K, Hg and Pb L, the tube's "
+                    "scattered lines...), fit zero and gain (and a quadratic term when the lines "
+                    "ask for one) and print the lines used, the residual and how far the stated "
+                    "calibration was off. With -o, write a copy of the cube with the found "
+                    "calibration (the input is never changed).",
+    )
+    p.add_argument("cube", help="XRF cube file")
+    p.add_argument("-o", "--out", default=None, help="NeXus cube file to write, recalibrated (.h5)")
+    p.add_argument("--guess", type=_guess, default=None, metavar="ZERO,GAIN",
+                   help="rough calibration to start from, keV and keV/channel (e.g. 0,0.01): "
+                        "needed for an uncalibrated cube, searched +-1.5 keV and +-10%% gain "
+                        "around it (the stated calibration: +-0.3 keV and +-2%%)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("simulate", help="simulate a labelled training set of layered-paint spectra")
     p.add_argument("--out", required=True, help="training-set file to write (.h5)")

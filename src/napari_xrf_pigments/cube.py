@@ -312,6 +312,25 @@ def default_rows_per_block(shape, dtype, target_bytes: int = 64 * 2**20) -> int:
     return int(max(1, min(int(shape[0]), target_bytes // row_bytes)))
 
 
+def sample_plan(shape, dtype, max_spectra) -> tuple[list[slice], int]:
+    """Row slices to read and the column step: evenly spaced whole rows, at most max_spectra.
+
+    Every row of a small cube (in contiguous blocks of ~64 MB); with more columns than
+    ``max_spectra``, every n-th spectrum of the middle row.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    max_spectra = max(1, int(max_spectra))
+    if cols > max_spectra:
+        middle = rows // 2
+        return [slice(middle, middle + 1)], -(-cols // max_spectra)
+    n = min(rows, max(1, max_spectra // cols))
+    if n == rows:
+        step = default_rows_per_block(shape, dtype)  # contiguous blocks of ~64 MB
+        return [slice(r, min(r + step, rows)) for r in range(0, rows, step)], 1
+    picked = np.unique(np.round(np.linspace(0, rows - 1, n)).astype(int))
+    return [slice(int(r), int(r) + 1) for r in picked], 1
+
+
 def check_counts(block: np.ndarray, where: str = "") -> None:
     """Raise InvalidDataError if a block of counts holds NaN, infinite or negative values."""
     if block.dtype.kind == "f":

@@ -74,6 +74,13 @@ def _elements():
     return Elements
 
 
+def element_symbol(z: int) -> str:
+    """Symbol of the element of atomic number ``z`` (1-100); IndexError outside."""
+    if not 1 <= int(z) <= 100:
+        raise IndexError(f"no element of atomic number {z}")
+    return str(_elements().ElementList[int(z) - 1])
+
+
 def normalize_symbol(symbol: str) -> str:
     """``"fe"`` -> ``"Fe"``; raises ValueError for an unknown element."""
     sym = str(symbol).strip()

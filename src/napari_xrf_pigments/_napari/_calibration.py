@@ -1,8 +1,9 @@
-"""Energy calibration dock widget: type zero/gain, or name two peaks."""
+"""Energy calibration dock widget: type zero/gain, name two peaks, or find it automatically."""
 
 from __future__ import annotations
 
 from napari.utils.notifications import show_info
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -15,8 +16,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..calibration import calibrate_cube_job
 from ..errors import CalibrationError
 from ..lines import line_energy, two_peak_calibration
+from ._jobs import JobRunner
 from ._layers import cube_layers, cube_of, set_cube
 
 _MANUAL, _PEAKS = 0, 1
@@ -36,8 +39,13 @@ class CalibrationWidget(QWidget):
 
     Either type zero (keV) and gain (keV/channel), or give two peaks: their channels (the
     spectrum viewer prints the channel of a clicked peak) and their lines (``"Ca Ka"``,
-    ``"Fe Ka"``, ``"Pb La"``; energies from PyMca's tables). Applying replaces
-    ``layer.metadata["xrf_cube"]`` with a recalibrated cube; the layer itself stays.
+    ``"Fe Ka"``, ``"Pb La"``; energies from PyMca's tables), or press "Find calibration
+    automatically": :func:`~napari_xrf_pigments.calibration.calibrate_cube_job` runs in a
+    thread worker, and its result (lines used, residual, how far the stated calibration was
+    off) is shown and filled into the zero/gain boxes for the user to check and apply. An
+    uncalibrated cube is searched from the zero and gain in the boxes (a rough guess).
+    Applying replaces ``layer.metadata["xrf_cube"]`` with a recalibrated cube; the layer
+    itself stays.
 
     Parameters
     ----------
@@ -83,10 +91,26 @@ class CalibrationWidget(QWidget):
         self.tabs.addTab(manual, "Zero / gain")
         self.tabs.addTab(peaks, "Two peaks")
 
+        self.find_button = QPushButton("Find calibration automatically")
+        self.find_button.setToolTip(
+            "Name the peaks of the sum spectrum by lines that are always or often there (Ar, "
+            "Ca, Fe, Cu, Zn, Sr K; Hg, Pb L; the tube's scattered lines) and fit zero and gain "
+            "to them. An uncalibrated cube is searched from the zero and gain typed above."
+        )
+        self.find_button.clicked.connect(self.find)
+        self.found_label = QLabel()
+        self.found_label.setWordWrap(True)
+        self.found_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.apply_button = QPushButton("Apply calibration")
         self.apply_button.clicked.connect(self.apply)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        # The last automatic result, and the cube it was found for: applied whole (quadratic
+        # term and provenance included) while the boxes still show it.
+        self.found = None
+        self._found_for = None
+        self.runner = JobRunner(self, "Energy calibration", on_state=self._set_running,
+                                on_status=self._runner_status, show_progress=False)
 
         layout = QVBoxLayout(self)
         form = QFormLayout()
@@ -94,6 +118,8 @@ class CalibrationWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.current_label)
         layout.addWidget(self.tabs)
+        layout.addWidget(self.find_button)
+        layout.addWidget(self.found_label)
         layout.addWidget(self.apply_button)
         layout.addWidget(self.status)
         layout.addStretch()
@@ -141,6 +167,8 @@ class CalibrationWidget(QWidget):
             + (f", quad {quad:.3g}" if quad else "")
             + f" ({first:.2f} to {last:.2f} keV)"
         )
+        if self.found is not None and self._found_for is cube:
+            zero, gain = self.found.zero_keV, self.found.gain_keV  # not yet applied: keep it
         self.zero_spin.setValue(zero)
         self.gain_spin.setValue(gain)
 
@@ -153,6 +181,63 @@ class CalibrationWidget(QWidget):
             label.setText(f"= {line_energy(text):.4f} keV")
         except CalibrationError as exc:
             label.setText(str(exc))
+
+    # ------------------------------------------------------------------ automatic
+
+    def find(self):
+        """Find the calibration of the chosen cube from its sum spectrum (in a thread worker).
+
+        Returns the worker, or None when nothing was started (no cube, or a search runs).
+        """
+        layer = self.layer()
+        cube = cube_of(layer)
+        if cube is None:
+            self._set_status("Choose a cube layer first.", error=True)
+            return None
+        # A stated calibration is searched around; an uncalibrated cube from the boxes' guess.
+        guess = None if cube.calibrated else (self.zero_spin.value(), self.gain_spin.value())
+        self.found_label.setText("")
+        return self.runner.start(
+            calibrate_cube_job, cube, guess=guess,
+            on_returned=lambda found: self._show_found(layer, cube, found),
+            description=f"Finding the calibration of {layer.name}",
+        )
+
+    def _show_found(self, layer, cube, found):
+        if cube_of(layer) is not cube:
+            self._set_status(f"{layer.name} changed during the search; find it again.",
+                             error=True)
+            return
+        self.found, self._found_for = found, cube
+        lo, hi = found.span_keV
+        text = (f"<b>Found</b> from {len(found.lines)} lines ({lo:.2f} to {hi:.2f} keV): zero "
+                f"{found.zero_keV:.5f} keV, gain {found.gain_keV:.7f} keV/ch"
+                + (f", quad {found.quad_keV:.3g} keV/ch²" if found.quad_keV else "")
+                + f"; residual {found.residual_keV * 1000:.1f} eV.")
+        if found.stated is not None:
+            shifts = [(e, found.offset_at(e)) for e in (3.0, 10.0, 20.0)]
+            shifts = ", ".join(f"{offset * 1000:+.0f} eV at {e:g} keV"
+                               for e, offset in shifts if offset is not None)
+            text += f" The stated calibration was off by {shifts} (stated minus found)."
+        text += " Lines: " + ", ".join(f"{m.line} {m.residual_keV * 1000:+.1f}"
+                                       for m in found.lines) + " eV."
+        if found.rejected:
+            text += (f" {len(found.rejected)} line{'s' if len(found.rejected) > 1 else ''} left "
+                     "out (hover for why).")
+        # Everything, as the command line prints it, on hover.
+        self.found_label.setToolTip("\n".join(found.report()))
+        self.found_label.setText(text)
+        self.zero_spin.setValue(found.zero_keV)
+        self.gain_spin.setValue(found.gain_keV)
+        self.tabs.setCurrentIndex(_MANUAL)
+        self._set_status("Check the result, then press Apply calibration to use it.")
+
+    def _set_running(self, running):
+        self.find_button.setEnabled(not running)
+        self.apply_button.setEnabled(not running)
+
+    def _runner_status(self, text):
+        self._set_status(text, error=text.startswith("failed"))
 
     # ------------------------------------------------------------------ applying
 
@@ -185,11 +270,15 @@ class CalibrationWidget(QWidget):
             return False
         try:
             zero, gain = self.calibration()
-            new = cube.with_calibration(zero, gain)
+            if self._found_applies(cube, zero, gain):
+                new = self.found.apply(cube)  # with its quadratic term and how it was found
+            else:
+                new = cube.with_calibration(zero, gain)
         except CalibrationError as exc:
             self._set_status(str(exc), error=True)
             return False
         set_cube(layer, new)
+        self.found, self._found_for = None, None
         first, last = new.energy.range_keV
         message = (
             f"{layer.name}: calibrated, zero {zero:.5f} keV, gain {gain:.6f} keV/ch "
@@ -199,6 +288,15 @@ class CalibrationWidget(QWidget):
         self._show_current()
         show_info(message)
         return True
+
+    def _found_applies(self, cube, zero, gain) -> bool:
+        """True when the boxes still show the automatic result for this very cube."""
+        if self.found is None or self._found_for is not cube or self.tabs.currentIndex() != _MANUAL:
+            return False
+        return (round(zero, self.zero_spin.decimals()) == round(self.found.zero_keV,
+                                                                  self.zero_spin.decimals())
+                and round(gain, self.gain_spin.decimals()) == round(self.found.gain_keV,
+                                                                      self.gain_spin.decimals()))
 
     def _set_status(self, text, error=False):
         self.status.setStyleSheet("color: #e06c5a;" if error else "")

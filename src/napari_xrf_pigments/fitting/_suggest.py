@@ -167,10 +167,9 @@ def suggest_elements(
     list of ElementSuggestion
         Most significant first.
     """
-    from PyMca5.PyMcaMath.fitting import SpecfitFuns
     from PyMca5.PyMcaPhysics import Elements
-    from scipy.signal import find_peaks
 
+    from ..peaks import SumSpectrum, significance
     from ._config import _symbol
 
     e = np.asarray(energy_keV, dtype=np.float64).ravel()
@@ -189,61 +188,18 @@ def suggest_elements(
     hi = min(e[-1], fit_range_keV[1] if fit_range_keV and fit_range_keV[1] is not None else math.inf)
     if exciting is not None:
         hi = min(hi, exciting + (1.0 if excitation_keV is not None else 0.0))
-    gain = float(np.median(np.diff(e)))
 
     from ..physics.instrument import fwhm_at as detector_fwhm
 
     def fwhm_at(energy):
         return float(detector_fwhm(energy, resolution_keV, _FANO))
 
-    # Background: SNIP over ~2.5 FWHM on a lightly smoothed spectrum, as for the fit. SNIP sits
-    # a few percent low on noisy data, which on a sum spectrum of millions of counts would make
-    # every bump "significant"; the net area of a peak is therefore taken above the median
-    # excess of the peak-free channels around it.
-    smooth = SpecfitFuns.SavitskyGolay(y, 5)
-    width = max(3, int(round(2.5 * fwhm_at(10.0) / gain)))
-    background = SpecfitFuns.snip1d(smooth, width, 0)
-    net = smooth - background
-    excess = y - background
-    cumulative_net = np.concatenate([[0.0], np.cumsum(excess)])
-    cumulative_bkg = np.concatenate([[0.0], np.cumsum(background)])
-
-    off_peak = np.ones(e.size, dtype=bool)  # channels away from every peak candidate, below
-
-    def window(energy):
-        w = fwhm_at(energy)  # +-1 FWHM holds ~98 % of a Gaussian peak
-        i0, i1 = np.searchsorted(e, [energy - w, energy + w])
-        # SNIP's local bias: median excess of the channels around that hold no peak.
-        f0, f1 = np.searchsorted(e, [energy - 8 * w, energy + 8 * w])
-        quiet = net[f0:f1][off_peak[f0:f1]]
-        offset = float(np.median(quiet)) if quiet.size >= 10 else 0.0
-        n = cumulative_net[i1] - cumulative_net[i0] - offset * (i1 - i0)
-        b = cumulative_bkg[i1] - cumulative_bkg[i0] + offset * (i1 - i0)
-        return n, max(b, 0.0)
-
-    def significance(n, b):
-        return n / math.sqrt(b + max(n, 0.0) + 1.0)
-
-    # Keep clear of the ends of the range, where SNIP has no support on one side.
-    margin = 2 * fwhm_at(hi)
-    inside = (e >= lo + margin / 2) & (e <= hi - margin)
-    min_width = max(1.0, 0.3 * fwhm_at(5.0) / gain)
-    distance = max(1, int(0.5 * fwhm_at(2.0) / gain))
-    idx, _ = find_peaks(np.where(inside, net, 0.0), width=min_width, distance=distance)
-    # Two passes: the bias is first taken over all channels around, then over those away from
-    # the peaks the first pass found (masking every noise maximum would leave only troughs).
-    for _ in range(2):
-        peaks = []
-        for i in idx:
-            n, b = window(e[i])
-            s = significance(n, b)
-            if n > 0 and s >= min_significance:
-                peaks.append(_Peak(float(e[i]), float(n), float(b), float(s)))
-        off_peak[:] = True
-        for p in peaks:
-            w = fwhm_at(p.energy)
-            off_peak[np.searchsorted(e, p.energy - 1.5 * w) : np.searchsorted(e, p.energy + 1.5 * w)] = False
-    peaks.sort(key=lambda p: p.significance, reverse=True)
+    # Background: SNIP over ~2.5 FWHM on a lightly smoothed spectrum, as for the fit; peaks
+    # whose net counts (above SNIP's local bias) are significant.
+    spectrum = SumSpectrum(e, y, fwhm_at)
+    peaks = [_Peak(p.energy, p.net, p.background, p.significance)
+             for p in spectrum.find_peaks(lo, hi, min_significance)]
+    window = spectrum.window
 
     def tolerance(energy):
         return max(0.05, 0.35 * fwhm_at(energy))

@@ -22,9 +22,10 @@ from pathlib import Path
 from ..errors import UnreadableFileError, XRFPigmentsError
 
 # Order matters only where two sniffers could both claim a file: most specific first.
-# (gse before pymca_text: PyMca would read a GSECARS file as plain columns and lose its
-# per-element calibration.)
-_FORMAT_MODULES = ("hdf5", "bruker", "ripple", "edf", "gse", "pymca_text", "mda")
+# (gse and amptek before pymca_text: `.mca` names GSECARS, Amptek and PyMca's one-column files,
+# and PyMca would read a GSECARS file as plain columns and lose its per-element calibration;
+# columns last of the text formats: it claims only what no other reader does.)
+_FORMAT_MODULES = ("hdf5", "bruker", "ripple", "edf", "gse", "amptek", "pymca_text", "columns", "mda")
 
 __all__ = ["formats", "sniff", "explain", "open_cube", "write_cube"]
 

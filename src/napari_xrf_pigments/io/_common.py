@@ -1,10 +1,12 @@
-"""Helpers shared by the format modules: safe sniffing, error wrapping, lazy arrays, units."""
+"""Helpers shared by the format modules: safe sniffing, error wrapping, lazy arrays, units,
+calibrations stated as (channel, energy) pairs."""
 
 from __future__ import annotations
 
 import functools
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +239,108 @@ def as_str(value) -> str:
     if isinstance(value, np.ndarray) and value.shape == ():
         return as_str(value[()])
     return str(value)
+
+
+# --------------------------------------------------------------------------- stated calibrations
+
+
+@dataclass(frozen=True)
+class PairFit:
+    """A calibration fitted to (channel, energy) pairs a file states.
+
+    Attributes
+    ----------
+    zero, gain, quad : float
+        ``E = zero + gain*ch + quad*ch^2`` in keV, keV/ch, keV/ch^2 (``quad`` 0 when linear).
+    kind : str
+        ``"linear"`` or ``"quadratic"``.
+    residual_keV : float
+        Largest absolute difference (keV) between a stated energy and the fitted one; 0 when the
+        fit passes exactly through the pairs (2 pairs, or a quadratic through 3).
+    n_pairs : int
+    """
+
+    zero: float
+    gain: float
+    quad: float
+    kind: str
+    residual_keV: float
+    n_pairs: int
+
+    def describe(self) -> str:
+        """One phrase for ``xrf-pigments info``: the fit and its residual in eV."""
+        exact = self.n_pairs == (2 if self.kind == "linear" else 3)
+        how = "through" if exact else "least-squares fit of"
+        return (f"{self.kind} {how} {self.n_pairs} (channel, energy) pairs, largest residual "
+                f"{self.residual_keV * 1000:.2f} eV" + (" (exact: nothing left to check it)" if exact else ""))
+
+
+def fit_pairs(channels, energies_keV, n_channels: int, *, what: str = "the calibration") -> PairFit:
+    """Fit ``E(ch)`` to stated (channel, energy) pairs; the rule is the one in docs/formats.md.
+
+    A straight line by least squares (exact through 2 pairs). With 3 or more pairs, a quadratic
+    replaces it only when the line misses some pair by more than a quarter of a channel (less
+    is within what peak positions are known to) *and* the quadratic at least halves the largest
+    miss *and* still increases over all ``n_channels`` channels; otherwise the line stays (a
+    quadratic can always bend through a wrong pair).
+
+    Parameters
+    ----------
+    channels, energies_keV : array-like of float, shape (n_pairs,)
+        Channel positions (0 = the first channel; fractional allowed) and their energies in keV.
+    n_channels : int
+        Channels of the spectrum, for the monotonicity check.
+    what : str
+        What states the pairs, to begin error messages (``"the <<CALIBRATION>> block"``).
+
+    Raises
+    ------
+    CalibrationError
+        Fewer than two pairs, a channel given twice, energies that do not increase with the
+        channel, non-finite values.
+    """
+    from ..errors import CalibrationError
+
+    ch = np.asarray(channels, dtype=np.float64).ravel()
+    e = np.asarray(energies_keV, dtype=np.float64).ravel()
+    if ch.size < 2:
+        raise CalibrationError(
+            f"{what}: {ch.size} (channel, energy) pair{'' if ch.size == 1 else 's'}; "
+            "a calibration needs at least two"
+        )
+    if not (np.all(np.isfinite(ch)) and np.all(np.isfinite(e))):
+        raise CalibrationError(f"{what}: a value is not a finite number")
+    order = np.argsort(ch, kind="stable")
+    ch, e = ch[order], e[order]
+    if np.any(np.diff(ch) == 0):
+        dup = ch[1:][np.diff(ch) == 0][0]
+        raise CalibrationError(f"{what}: channel {dup:g} is given twice")
+    if np.any(np.diff(e) <= 0):
+        i = int(np.flatnonzero(np.diff(e) <= 0)[0])
+        raise CalibrationError(
+            f"{what}: not monotonic, channel {ch[i]:g} is at {e[i]:g} keV but channel "
+            f"{ch[i + 1]:g} at {e[i + 1]:g} keV (energy must increase with the channel)"
+        )
+    import warnings
+
+    # Absurd values (a damaged file's 1e308) overflow or make the fit ill-conditioned: the
+    # result is then non-finite or implausible, which EnergyAxis refuses with a reason.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            gain, zero = np.polyfit(ch, e, 1)
+        except (np.linalg.LinAlgError, ValueError):
+            raise CalibrationError(f"{what}: its values cannot be fitted (absurdly large?)") from None
+        residual = float(np.max(np.abs(zero + gain * ch - e)))
+        fit = PairFit(float(zero), float(gain), 0.0, "linear", residual, int(ch.size))
+        if ch.size >= 3 and residual > abs(gain) / 4:
+            try:
+                q, g, z = np.polyfit(ch, e, 2)
+            except (np.linalg.LinAlgError, ValueError):
+                q, g, z = 0.0, gain, zero
+            q_residual = float(np.max(np.abs(z + g * ch + q * ch * ch - e)))
+            last = max(int(n_channels) - 1, 0)
+            increasing = g > 0 and g + 2 * q * last > 0
+            if q_residual <= residual / 2 and increasing:
+                fit = PairFit(float(z), float(g), float(q), "quadratic", q_residual, int(ch.size))
+    return fit

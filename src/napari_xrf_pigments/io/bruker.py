@@ -224,6 +224,9 @@ def _read_spx(path: Path) -> XRFCube:
     if data.ndim != 1 or data.size == 0:
         raise UnreadableFileError(path, f"unexpected spectrum shape {data.shape}")
     metadata = _metadata(item)
+    tube = _xrf_tube(path)
+    if tube:
+        metadata["tube"] = tube
     live_time = metadata.get("live_time_s")
     return XRFCube(
         data.reshape(1, 1, -1),
@@ -259,3 +262,40 @@ def _metadata(item: dict) -> dict:
         meta["CalibAbs_keV"] = spectrum["CalibAbs"]
         meta["CalibLin_keV_per_channel"] = spectrum.get("CalibLin")
     return meta
+
+
+#: Most bytes of a .spx searched for its X-ray source header (real ones are well under 1 MB).
+_SPX_HEADER_BYTES = 16 * 2**20
+
+
+def _xrf_tube(path) -> dict:
+    """The X-ray tube a Bruker M4/M6 .spx describes (its ``TRTXrfHeader``): ``anode`` (symbol),
+    ``voltage_kV``, ``current_uA``, ``type``; {} when the file has no such header (SEM-EDS).
+
+    rsciio keeps neither the anode nor the tube voltage of XRF files; the anode tells which
+    scattered tube lines the spectrum holds (the energy calibration's check uses them).
+    """
+    import re
+    from xml.etree import ElementTree
+
+    from ..lines import element_symbol
+
+    with open(path, "rb") as fh:
+        text = fh.read(_SPX_HEADER_BYTES).decode("latin-1")
+    block = re.search(r'<ClassInstance Type="TRTXrfHeader">.*?</ClassInstance>', text, re.S)
+    if block is None:
+        return {}
+    try:
+        header = ElementTree.fromstring(block.group(0))
+    except ElementTree.ParseError:
+        return {}
+    tube = {}
+    for key, tag, convert in (("anode", "Anode", lambda v: element_symbol(int(v))),
+                              ("voltage_kV", "Voltage", float), ("current_uA", "Current", float),
+                              ("type", "TubeType", str)):
+        value = header.findtext(tag)
+        try:
+            tube[key] = convert(value.strip()) if value else None
+        except (ValueError, IndexError):
+            tube[key] = None
+    return {k: v for k, v in tube.items() if v is not None}

@@ -100,6 +100,7 @@ class _Layout:
     energy_factor: float | None = None  # to keV; None: guess from the magnitude
     calibration: tuple | None = None  # (zero, gain, quad) keV
     live_time: str | None = None
+    mask: str | None = None  # (rows, columns) dataset, nonzero = no measured spectrum
     position_axes: tuple = (None, None)  # (dataset path, factor to mm) for rows, columns
     pixel_size: tuple | None = None
     metadata: dict = field(default_factory=dict)
@@ -424,6 +425,9 @@ def _nxdata_layout(h5, group) -> tuple[_Layout | None, str | None]:
                     break
         if layout.live_time:
             break
+    mask = group.get("mask")
+    if isinstance(mask, h5py.Dataset) and mask.shape == spatial_shape and mask.dtype.kind in "uib":
+        layout.mask = mask.name
 
     layout.metadata["hdf5_path"] = signal.name
     for key, value in group.attrs.items():
@@ -589,7 +593,7 @@ def structure_pass(path: Path) -> None:
         _check_declared_size(path, dset)
         _check_sample(path, dset, layout.energy_axis)
         _energy_axis(h5, layout, dset.shape[layout.energy_axis], [])
-        for name in [layout.live_time, *(a[0] for a in layout.position_axes if a)]:
+        for name in [layout.live_time, layout.mask, *(a[0] for a in layout.position_axes if a)]:
             if name:
                 _small(path, h5[name])[()]
 
@@ -681,6 +685,12 @@ def _build(path: Path, h5, layout: _Layout) -> XRFCube:
     if layout.live_time:
         live_time = np.asarray(_small(path, h5[layout.live_time])[()], dtype=np.float64)
         live_time = float(live_time.ravel()[0]) if live_time.size == 1 else live_time
+
+    if layout.mask:
+        # Pixels without a measured spectrum (missing point files of `assemble`): counts 0.
+        mask = np.asarray(_small(path, h5[layout.mask])[()]) != 0
+        metadata["mask"] = mask
+        metadata["masked_pixels"] = int(mask.sum())
 
     positions = None
     pixel_size = layout.pixel_size
@@ -818,7 +828,9 @@ def write_cube(path, cube: XRFCube, *, force: bool = False, compression: str | N
     whole spectra; ``energy`` (channels,) in keV with attribute ``calibration`` = [zero keV,
     gain keV/ch, quad keV/ch^2] when the cube has a polynomial calibration, or ``channel``
     (channels,) when uncalibrated; ``y``/``x`` stage positions in mm when known;
-    ``live_time`` in s (scalar or (rows, columns)) when known. ``open_cube`` reads it back.
+    ``live_time`` in s (scalar or (rows, columns)) when known; ``mask`` (rows, columns) uint8
+    when ``cube.metadata["mask"]`` holds one (1 = no measured spectrum there, e.g. a missing
+    point file of ``xrf-pigments assemble``). ``open_cube`` reads it back.
 
     Parameters
     ----------
@@ -836,69 +848,118 @@ def write_cube(path, cube: XRFCube, *, force: bool = False, compression: str | N
     Path
         ``path``.
     """
-    from .. import __version__
-
     path = Path(path)
-    shape = cube.shape
     with atomic_hdf5(path, force=force) as h5:
-        h5.attrs["NX_class"] = "NXroot"
-        h5.attrs["default"] = "entry"
-        h5.attrs["creator"] = f"napari-xrf-pigments {__version__}"
-        entry = h5.create_group("entry")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["default"] = "data"
-        if cube.source:
-            entry.attrs["source_file"] = str(cube.source)
-        entry.attrs["source_format"] = cube.format
-        meta = _json_metadata(cube.metadata)
-        if meta:
-            entry.attrs["metadata_json"] = meta
-        data = entry.create_group("data")
-        data.attrs["NX_class"] = "NXdata"
-        data.attrs["signal"] = "counts"
-
-        kwargs = {"compression": compression, "shuffle": True} if compression else {}
-        if compression == "gzip":
-            kwargs["compression_opts"] = 4
-        counts = data.create_dataset(
-            "counts", shape=shape, dtype=cube.dtype, chunks=_spectra_chunks(shape, cube.dtype), **kwargs
+        data = create_nexus(
+            h5, shape=cube.shape, dtype=cube.dtype, energy=cube.energy, source=cube.source,
+            format=cube.format, metadata=cube.metadata, positions=cube.positions,
+            pixel_size=cube.pixel_size, compression=compression,
         )
-        counts.attrs["units"] = "counts"
-        counts.attrs["axes_order"] = "rows, columns, channels"
-
-        if cube.calibrated:
-            energy = data.create_dataset("energy", data=cube.energy.energies())
-            energy.attrs["units"] = "keV"
-            energy.attrs["long_name"] = "energy (keV)"
-            if cube.energy.gain is not None:
-                energy.attrs["calibration"] = np.array(cube.energy.as_calibration())
-                energy.attrs["calibration_doc"] = "E = zero + gain*ch + quad*ch^2 (keV)"
-            e_name = "energy"
-        else:
-            data.create_dataset("channel", data=np.arange(shape[2], dtype=np.int32))
-            e_name = "channel"
-        y_name = x_name = "."
-        if cube.positions is not None:
-            y, x = (np.asarray(p, dtype=np.float64) for p in cube.positions)
-            if y.shape == (shape[0],) and x.shape == (shape[1],):
-                data.create_dataset("y", data=y).attrs["units"] = "mm"
-                data.create_dataset("x", data=x).attrs["units"] = "mm"
-                y_name, x_name = "y", "x"
-        data.attrs["axes"] = [y_name, x_name, e_name]
-        data.attrs[f"{e_name}_indices"] = 2
-        if y_name != ".":
-            data.attrs["y_indices"] = 0
-            data.attrs["x_indices"] = 1
-        if cube.pixel_size is not None:
-            data.attrs["pixel_size_mm"] = np.asarray(cube.pixel_size, dtype=np.float64)
-        if cube.live_time is not None:
-            live = np.asarray(cube.live_time, dtype=np.float64)
-            if live.shape in ((), shape[:2]):
-                data.create_dataset("live_time", data=live).attrs["units"] = "s"
-
+        write_pixel_maps(data, live_time=cube.live_time, mask=cube.metadata.get("mask"))
+        counts = data["counts"]
         for rows, block in cube.iter_blocks():
             counts[rows] = block
     return path
+
+
+def create_nexus(h5, *, shape, dtype, energy: EnergyAxis, source=None, format: str = "array",
+                 metadata: dict | None = None, positions=None, pixel_size=None,
+                 compression: str | None = "gzip"):
+    """The layout of :func:`write_cube` in an open, empty HDF5 file, counts not yet written.
+
+    For writers that fill the counts themselves, block by block (``io.pointgrid``); then
+    :func:`write_pixel_maps` adds live time and mask.
+
+    Parameters
+    ----------
+    h5 : h5py.File
+        Open for writing (from :func:`~napari_xrf_pigments.io._atomic.atomic_hdf5`).
+    shape : tuple of int
+        (rows, columns, channels).
+    dtype : numpy dtype
+        Of the counts.
+    energy : EnergyAxis
+    source, format, metadata, positions, pixel_size
+        As the :class:`~napari_xrf_pigments.cube.XRFCube` fields (positions in mm, pixel size
+        (row, column) in mm); ``metadata["mask"]`` is not stored in the JSON metadata.
+    compression : str or None
+
+    Returns
+    -------
+    h5py.Group
+        ``/entry/data``; its ``counts`` dataset has ``shape``, chunks of whole spectra and
+        reads as 0 where nothing was written.
+    """
+    from .. import __version__
+
+    shape = tuple(int(n) for n in shape)
+    h5.attrs["NX_class"] = "NXroot"
+    h5.attrs["default"] = "entry"
+    h5.attrs["creator"] = f"napari-xrf-pigments {__version__}"
+    entry = h5.create_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "data"
+    if source:
+        entry.attrs["source_file"] = str(source)
+    entry.attrs["source_format"] = format
+    meta = _json_metadata({k: v for k, v in (metadata or {}).items() if k != "mask"})
+    if meta:
+        entry.attrs["metadata_json"] = meta
+    data = entry.create_group("data")
+    data.attrs["NX_class"] = "NXdata"
+    data.attrs["signal"] = "counts"
+
+    kwargs = {"compression": compression, "shuffle": True} if compression else {}
+    if compression == "gzip":
+        kwargs["compression_opts"] = 4
+    counts = data.create_dataset(
+        "counts", shape=shape, dtype=dtype, chunks=_spectra_chunks(shape, dtype), **kwargs
+    )
+    counts.attrs["units"] = "counts"
+    counts.attrs["axes_order"] = "rows, columns, channels"
+
+    if energy.calibrated:
+        e_data = data.create_dataset("energy", data=energy.energies())
+        e_data.attrs["units"] = "keV"
+        e_data.attrs["long_name"] = "energy (keV)"
+        if energy.gain is not None:
+            e_data.attrs["calibration"] = np.array(energy.as_calibration())
+            e_data.attrs["calibration_doc"] = "E = zero + gain*ch + quad*ch^2 (keV)"
+        e_name = "energy"
+    else:
+        data.create_dataset("channel", data=np.arange(shape[2], dtype=np.int32))
+        e_name = "channel"
+    y_name = x_name = "."
+    if positions is not None:
+        y, x = (np.asarray(p, dtype=np.float64) for p in positions)
+        if y.shape == (shape[0],) and x.shape == (shape[1],):
+            data.create_dataset("y", data=y).attrs["units"] = "mm"
+            data.create_dataset("x", data=x).attrs["units"] = "mm"
+            y_name, x_name = "y", "x"
+    data.attrs["axes"] = [y_name, x_name, e_name]
+    data.attrs[f"{e_name}_indices"] = 2
+    if y_name != ".":
+        data.attrs["y_indices"] = 0
+        data.attrs["x_indices"] = 1
+    if pixel_size is not None:
+        data.attrs["pixel_size_mm"] = np.asarray(pixel_size, dtype=np.float64)
+    return data
+
+
+def write_pixel_maps(data, *, live_time=None, mask=None) -> None:
+    """Add ``live_time`` (s; scalar or (rows, columns)) and ``mask`` ((rows, columns), stored
+    uint8, 1 = no measured spectrum) to a group from :func:`create_nexus`; values of another
+    shape are left out."""
+    shape = data["counts"].shape[:2]
+    if live_time is not None:
+        live = np.asarray(live_time, dtype=np.float64)
+        if live.shape in ((), shape):
+            data.create_dataset("live_time", data=live).attrs["units"] = "s"
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape == shape:
+            dset = data.create_dataset("mask", data=(mask != 0).astype(np.uint8))
+            dset.attrs["doc"] = "1 = no measured spectrum at this pixel (its counts are 0)"
 
 
 def _json_metadata(metadata: dict) -> str | None:

@@ -21,8 +21,10 @@ problem, an empty list when nothing looks wrong:
 ``"calibration"``
     The energy calibration is off: peaks of lines that are (almost) always present or strong
     (Ar Ka of the air, Ca Ka, Fe Ka, Cu Ka, Zn Ka, Hg La, Pb La, Pb Lb, Sr Ka and the scattered
-    Ka / La of a known tube anode) sit, in the median, more than :data:`CALIBRATION_TOLERANCE`
-    of the detector FWHM away from their energies (:func:`measure_calibration`).
+    Ka / La of a known tube anode) sit, in the median, more than
+    :data:`~napari_xrf_pigments.calibration.CALIBRATION_TOLERANCE` of the detector FWHM away
+    from their energies (:func:`~napari_xrf_pigments.calibration.measure_calibration`, which
+    lives in :mod:`napari_xrf_pigments.calibration` beside the automatic calibration).
 ``"classes"``
     The model was trained on other classes than the pigment library in use holds (an older
     model, or a library extended since): the model's output columns (``model.pigments``,
@@ -36,7 +38,8 @@ negative counts). A check that fails for any other reason becomes an item "could
 reason" of its code: :func:`preflight_warnings` never raises because of what a cube contains.
 
 The parts are public too: :func:`measure_cube_calibration` / :func:`measure_calibration` (the
-offset and the lines it was measured on, also when it is fine), :func:`training_conditions`
+offset and the lines it was measured on, also when it is fine; :func:`cube_resolution` the
+detector FWHM the cube's metadata records), :func:`training_conditions`
 (counts and tubes of a model's training set, from its metadata) and :func:`cube_tube` (anode,
 kV or beam from a cube's metadata).
 
@@ -51,7 +54,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..cube import check_counts, default_rows_per_block
+# The calibration check's line fits live in ..calibration (shared with the automatic
+# calibration); LineMatch, CalibrationCheck and measure_calibration stay importable from here.
+from ..calibration import (
+    DEFAULT_FANO,
+    DEFAULT_RESOLUTION_KEV,
+    CalibrationCheck,
+    LineMatch,
+    measure_calibration,
+)
+from ..cube import check_counts, sample_plan
 from ..datasets.training import VARIANT_ANODE_DRAW, VARIANT_KV
 from ..preprocess import channel_edges
 
@@ -60,6 +72,7 @@ __all__ = [
     "LineMatch",
     "Preflight",
     "TrainingConditions",
+    "cube_resolution",
     "cube_tube",
     "measure_calibration",
     "measure_cube_calibration",
@@ -86,26 +99,6 @@ OUTSIDE_FRACTION = 0.25
 VARIANT_ANODES = tuple(dict.fromkeys(VARIANT_ANODE_DRAW))
 #: How far (kV) a tube voltage may lie outside the trained range without a warning.
 KV_TOLERANCE = 5.0
-#: Detector FWHM at Mn Ka (keV) assumed when the cube's metadata does not give it.
-DEFAULT_RESOLUTION_KEV = 0.15
-DEFAULT_FANO = 0.114
-#: Warn when the calibration offset exceeds this fraction of the FWHM at the lines' energy.
-CALIBRATION_TOLERANCE = 0.25
-#: Lines whose peaks measure the calibration: Ar of the air, then the elements of common grounds
-#: and pigments. A peak is used only when clear (> MIN_SIGNIFICANCE) and unambiguous.
-CALIBRATION_LINES = (
-    "Ar Ka", "Ca Ka", "Fe Ka", "Cu Ka", "Zn Ka", "Hg La", "Pb La", "Pb Lb", "Sr Ka",
-)
-#: Smallest net counts / sqrt(counts beneath) of a peak used for the calibration, in sigmas.
-MIN_SIGNIFICANCE = 10.0
-#: How far (keV) from its energy a line's peak is searched.
-SEARCH_KEV = 0.3
-
-_SI_ESCAPE_KEV = 1.740
-# Si escape peaks hold up to ~2 % of their parent's counts (most at low energies).
-_ESCAPE_FRACTION = 0.02
-# The other line of an element that must be there, where expected, when it should be visible.
-_COMPANION = {"Ka": "Kb", "La": "Lb", "Lb": "La"}
 _TUBE_KEYS = ("tube", "xray_tube", "x_ray_tube", "source")
 # Keys of the cube's metadata itself, then of a tube/source dictionary inside it (where a bare
 # "voltage" or "target" cannot mean a detector's).
@@ -186,66 +179,6 @@ class TrainingConditions:
             text += (f" and variants ({', '.join(self.anodes)} anodes, "
                      f"{self.kv_range[0]:.0f}-{self.kv_range[1]:.0f} kV)")
         return text
-
-
-@dataclass(frozen=True)
-class LineMatch:
-    """A line whose peak was used to measure the energy calibration.
-
-    Attributes
-    ----------
-    line : str
-        E.g. ``"Ca Ka"`` (``"Rh Ka"`` for the scattered tube line).
-    expected_keV : float
-        Rate-weighted mean energy of the line group (where an unresolved peak sits).
-    measured_keV : float
-        Where the peak is on the cube's energy axis.
-    significance : float
-        Net counts over the square root of all counts within +-1 FWHM, in sigmas.
-    """
-
-    line: str
-    expected_keV: float
-    measured_keV: float
-    significance: float
-
-    @property
-    def offset_keV(self) -> float:
-        """Measured minus expected, keV (negative: the calibration reads low)."""
-        return self.measured_keV - self.expected_keV
-
-
-@dataclass(frozen=True)
-class CalibrationCheck:
-    """Result of :func:`measure_calibration`.
-
-    Attributes
-    ----------
-    offset_keV : float or None
-        Median offset of the lines used (measured minus expected), keV; None when no line
-        could be used or the lines disagree.
-    lines : tuple of LineMatch
-        Lines used, by energy.
-    tolerance_keV : float or None
-        :data:`CALIBRATION_TOLERANCE` times the detector FWHM at the median energy of the
-        lines used.
-    rejected : tuple of str
-        Lines with a clear peak that were not used, each with the reason.
-    note : str
-        Why there is no offset, when there is none.
-    """
-
-    offset_keV: float | None
-    lines: tuple = ()
-    tolerance_keV: float | None = None
-    rejected: tuple = ()
-    note: str = ""
-
-    @property
-    def off(self) -> bool:
-        """True when the offset exceeds the tolerance."""
-        return (self.offset_keV is not None and self.tolerance_keV is not None
-                and abs(self.offset_keV) > self.tolerance_keV)
 
 
 # -- the checks together ----------------------------------------------------------------------
@@ -344,24 +277,9 @@ def _model_channels(energies, model) -> slice | None:
     return slice(int(i0), int(i1)) if i1 > i0 else None
 
 
-def _sample_plan(shape, dtype, max_spectra) -> tuple[list[slice], int]:
-    """Row slices to read and the column step: evenly spaced whole rows, at most max_spectra."""
-    rows, cols = int(shape[0]), int(shape[1])
-    max_spectra = max(1, int(max_spectra))
-    if cols > max_spectra:
-        middle = rows // 2
-        return [slice(middle, middle + 1)], -(-cols // max_spectra)
-    n = min(rows, max(1, max_spectra // cols))
-    if n == rows:
-        step = default_rows_per_block(shape, dtype)  # contiguous blocks of ~64 MB
-        return [slice(r, min(r + step, rows)) for r in range(0, rows, step)], 1
-    picked = np.unique(np.round(np.linspace(0, rows - 1, n)).astype(int))
-    return [slice(int(r), int(r) + 1) for r in picked], 1
-
-
 def _read_sample(cube, model_range, max_spectra) -> tuple[np.ndarray, np.ndarray]:
     """Sum spectrum (channels,) and counts per pixel in the model range (n_sampled,), float64."""
-    slices, col_step = _sample_plan(cube.shape, cube.dtype, max_spectra)
+    slices, col_step = sample_plan(cube.shape, cube.dtype, max_spectra)
     sums = np.zeros(cube.shape[2], dtype=np.float64)
     totals = []
     for sl in slices:
@@ -627,12 +545,11 @@ def _anode_symbol(value) -> str | None:
     """'Rh', 'rh', 'Rh1', 45 -> 'Rh'; None when not an element."""
     if value is None or isinstance(value, (dict, list, tuple)):
         return None
-    from ..lines import _elements, normalize_symbol
+    from ..lines import element_symbol, normalize_symbol
 
     try:
         if isinstance(value, (int, float, np.integer, np.floating)):
-            z = int(value)
-            return str(_elements().ElementList[z - 1]) if 1 <= z <= 100 else None
+            return element_symbol(int(value))
         text = str(value).strip()
         text = text.rstrip("0123456789") if text[:1].isalpha() else text
         if text.isdigit():
@@ -731,7 +648,7 @@ def measure_cube_calibration(cube, *, max_spectra: int = 20000) -> CalibrationCh
 
 def _measure(energies, sums, metadata) -> CalibrationCheck:
     anode, kv, _ = cube_tube(metadata)
-    resolution, fano = _cube_resolution(metadata)
+    resolution, fano = cube_resolution(metadata)
     return measure_calibration(energies, sums, anode=anode, kv=kv, resolution_keV=resolution,
                                fano=fano)
 
@@ -757,8 +674,14 @@ def _check_calibration(energies, sums, metadata, n_spectra):
     )
 
 
-def _cube_resolution(metadata) -> tuple[float, float]:
-    """(FWHM at Mn Ka in keV, Fano factor) from the cube's metadata, else the defaults."""
+def cube_resolution(metadata) -> tuple[float, float]:
+    """(FWHM at Mn Ka in keV, Fano factor) from the cube's metadata, else the defaults.
+
+    Read from ``instrument.readout`` (noise and Fano, as simulated cubes carry), else from a
+    ``resolution_keV`` / ``fwhm_keV`` (or ``..._eV``) key; else
+    (:data:`~napari_xrf_pigments.calibration.DEFAULT_RESOLUTION_KEV`,
+    :data:`~napari_xrf_pigments.calibration.DEFAULT_FANO`).
+    """
     metadata = metadata if isinstance(metadata, dict) else {}
     instrument = _get(metadata, ("instrument",))
     readout = instrument.get("readout") if isinstance(instrument, dict) else None
@@ -774,362 +697,6 @@ def _cube_resolution(metadata) -> tuple[float, float]:
     if value is not None and 0.05 <= value <= 1.0:
         return value, DEFAULT_FANO
     return DEFAULT_RESOLUTION_KEV, DEFAULT_FANO
-
-
-def _fwhm_function(resolution_keV: float, fano: float):
-    """FWHM (keV) at any energy, for a FWHM at Mn Ka of ``resolution_keV``."""
-    from ..physics.instrument import fwhm_at
-
-    return lambda energy: fwhm_at(energy, resolution_keV, fano)
-
-
-@dataclass
-class _Fit:
-    label: str
-    element: str
-    family: str
-    group: str
-    expected: float
-    delta: float
-    delta_sigma: float
-    area: float  # net counts of the group
-    scale: float  # fitted width / detector width
-    significance: float
-    group_rate: float  # the group's share of its family's lines
-    group_lines: tuple  # (energy, rate) of the group
-    named: tuple = ()  # the family's Line objects
-
-
-class _Spectrum:
-    """A sum spectrum with its SNIP background, ready for line fits."""
-
-    def __init__(self, energy, counts, fwhm):
-        from PyMca5.PyMcaMath.fitting import SpecfitFuns
-
-        self.e, self.y, self.fwhm = energy, counts, fwhm
-        self.width = np.gradient(energy)
-        gain = float(np.median(np.diff(energy)))
-        # As for the element suggestions: SNIP over ~2.5 FWHM of a lightly smoothed spectrum.
-        smooth = np.asarray(SpecfitFuns.SavitskyGolay(counts, 5), dtype=np.float64)
-        clip = max(3, int(round(2.5 * float(fwhm(10.0)) / gain)))
-        self.background = np.asarray(SpecfitFuns.snip1d(smooth, clip, 0), dtype=np.float64)
-        self.net = counts - self.background
-        self.smooth_net = smooth - self.background
-
-    def template(self, lines, e, delta, scale):
-        """Counts per channel at energies ``e`` of lines (energy, rate) of total area 1, shifted
-        by ``delta`` keV and widened by ``scale``."""
-        out = np.zeros(e.size)
-        total = sum(r for _, r in lines)
-        for energy, rate in lines:
-            sigma = float(self.fwhm(energy)) * scale / 2.3548
-            out += (rate / total) * np.exp(-0.5 * ((e - energy - delta) / sigma) ** 2) / (
-                sigma * math.sqrt(2 * math.pi))
-        return out * np.interp(e, self.e, self.width)
-
-    def fit(self, label, element, family, group, group_lines, *, shift=0.0, search=SEARCH_KEV,
-            minus=None) -> _Fit | None:
-        """Fit a line group (its lines as Gaussians of the detector width, with a free shift,
-        width scale, area and linear background) near its energy; None: no clear peak.
-
-        The peak is searched within ``shift +- search`` keV of the group's energy; ``minus``
-        (a :class:`_Fit`) is a fitted neighbour taken off first.
-        """
-        from scipy.optimize import least_squares
-
-        group_rate = sum(r for _, r in group_lines)
-        expected = sum(en * r for en, r in group_lines) / group_rate
-        main = [en for en, r in group_lines if r >= 0.1 * max(r for _, r in group_lines)]
-        e, fwhm = self.e, float(self.fwhm(expected))
-        sn, net_all = self.smooth_net, self.net
-        if minus is not None:
-            known = minus.area * self.template(minus.group_lines, e, minus.delta, minus.scale)
-            sn, net_all = sn - known, net_all - known
-        i0, i1 = np.searchsorted(e, [expected + shift - search, expected + shift + search])
-        if i1 - i0 < 3 or i0 == 0 or i1 >= e.size:
-            return None
-        # Local maxima only (a stronger neighbour's flank is not a peak), the nearer the better.
-        k = np.arange(i0, i1)
-        k = k[(sn[k] >= sn[k - 1]) & (sn[k] > sn[k + 1]) & (sn[k] > 0)]
-        if k.size == 0:
-            return None
-        near = np.exp(-0.5 * ((e[k] - expected - shift) / max(search / 1.5, fwhm / 2)) ** 2)
-        k = int(k[np.argmax(sn[k] * near)])
-        # A peak must stand out of the structure around it (a comb of scatter bumps, SNIP's
-        # wiggles on a spectrum of millions of counts), not only out of the Poisson noise.
-        a0, a1, c0, c1 = np.searchsorted(e, [e[k] - 0.6, e[k] - 1.5 * fwhm, e[k] + 1.5 * fwhm,
-                                             e[k] + 0.6])
-        around = np.concatenate([sn[a0:a1], sn[c0:c1]])
-        if around.size >= 10:
-            # Spread from the channels below the median: other peaks around only add above it.
-            level = float(np.median(around))
-            spread = 1.4826 * float(np.median(level - around[around <= level]))
-            if sn[k] - level < 3.0 * spread:
-                return None
-        # Where the template itself peaks, so that the first guess puts the fit on the peak.
-        fine = np.linspace(min(main) - fwhm, max(main) + fwhm, 201)
-        delta0 = float(e[k] - fine[np.argmax(self.template(group_lines, fine, 0.0, 1.0))])
-        j0, j1 = np.searchsorted(e, [min(main) + delta0 - fwhm, max(main) + delta0 + fwhm])
-        j1 = max(j1, j0 + 8)
-        if j0 < 1 or j1 > e.size - 1:
-            return None
-        x, net, y = e[j0:j1], net_all[j0:j1], self.y[j0:j1]
-        weight = 1.0 / np.sqrt(np.maximum(y, 1.0))
-        centre = float(x.mean())
-
-        def residual(p):
-            area, delta, scale, c0, c1 = p
-            model = area * self.template(group_lines, x, delta, scale) + c0 + c1 * (x - centre)
-            return (model - net) * weight
-
-        area0 = max(float(net.sum()), 1.0)
-        lo = [0.0, max(delta0 - 0.1, -SEARCH_KEV - 0.05), 0.5, -np.inf, -np.inf]
-        hi = [np.inf, min(delta0 + 0.1, SEARCH_KEV + 0.05), 2.0, np.inf, np.inf]
-        start = np.clip([area0, delta0, 1.0, 0.0, 0.0], lo, hi)
-        result = least_squares(residual, start, bounds=(lo, hi), x_scale="jac")
-        area, delta, scale = (float(v) for v in result.x[:3])
-        if not (0.55 < scale < 1.95) or abs(delta) > SEARCH_KEV or area <= 0:
-            return None  # no single peak of the expected width where the line should be
-        jac = result.jac
-        dof = max(1, x.size - 5)
-        chi2 = float(np.sum(result.fun**2)) / dof
-        try:
-            cov = np.linalg.inv(jac.T @ jac) * max(chi2, 1.0)
-            delta_sigma = float(np.sqrt(max(cov[1, 1], 0.0)))
-        except np.linalg.LinAlgError:
-            delta_sigma = float("inf")
-        b0, b1 = np.searchsorted(e, [expected + delta - fwhm, expected + delta + fwhm])
-        beneath = float(self.background[b0:b1].sum())
-        significance = area / math.sqrt(beneath + area + 1.0)
-        return _Fit(label, element, family, group, expected, delta, delta_sigma, area, scale,
-                    significance, group_rate, tuple(group_lines))
-
-
-def _family(element, family) -> tuple:
-    """The lines of an element's family (K, L), PyMca's rates, weakest left out."""
-    from ..lines import element_lines
-
-    return tuple(element_lines(element, (family,), min_rate=0.002))
-
-
-def _group(lines, group) -> list[tuple[float, float]]:
-    """(energy, rate) of the lines of a group ("Ka", "Kb", "La", "Lb") among ``lines``."""
-    return [(ln.energy, ln.rate) for ln in lines
-            if ln.name.startswith(group) and ln.name != ln.transition]
-
-
-def _candidates(anode, kv, e_lo, e_hi) -> list[tuple]:
-    """(label, element, family, group, group lines, family lines) of the lines to look for:
-    excited by ``kv`` (when known) and inside [e_lo, e_hi] keV."""
-    from ..lines import _elements
-
-    def binding(element):
-        return _elements().Element[element]["binding"]
-
-    chosen = [tuple(label.split()) for label in CALIBRATION_LINES]
-    if anode is not None:
-        # The tube's K lines when the voltage excites them well, else its L lines.
-        k_lines = _group(_family(anode, "K"), "Ka")
-        use_k = (k_lines and (kv is None or kv > 1.1 * binding(anode)["K"])
-                 and k_lines[0][0] < e_hi)
-        tube_line = (anode, "Ka" if use_k else "La")
-        chosen = [c for c in chosen if c != tube_line] + [tube_line]
-    out = []
-    for element, group in chosen:
-        family = group[0]
-        if kv is not None and binding(element)["K" if family == "K" else "L3"] >= kv:
-            continue  # not excited
-        named = _family(element, family)
-        members = _group(named, group)
-        if not members:
-            continue
-        energy = sum(en * r for en, r in members) / sum(r for _, r in members)
-        if e_lo <= energy <= e_hi:
-            out.append((f"{element} {group}", element, family, group, members, named))
-    return out
-
-
-def measure_calibration(
-    energy_keV,
-    sum_spectrum,
-    *,
-    anode: str | None = None,
-    kv: float | None = None,
-    resolution_keV: float = DEFAULT_RESOLUTION_KEV,
-    fano: float = DEFAULT_FANO,
-) -> CalibrationCheck:
-    """Energy calibration offset measured on lines that (almost) every painting shows.
-
-    Each line of :data:`CALIBRATION_LINES` (and the scattered Ka, or La, of a known tube anode)
-    is searched within :data:`SEARCH_KEV` of its energy in the SNIP-subtracted sum spectrum,
-    then fitted within +-1 FWHM of the peak: its family's lines (PyMca energies and rates) as
-    Gaussians of the detector width, with a free shift, width scale, area and linear
-    background. A line is used when its peak is clear (above :data:`MIN_SIGNIFICANCE` sigmas)
-    and unambiguous: of the expected width; not overlapped by lines of the other elements
-    found, by a scattered tube line or by an Si escape peak; its companion line (Kb for Ka, Lb
-    for La and back) found at the same offset where it should be visible; and, with three
-    lines or more, not an outlier among them. The offset is the median of the lines used.
-
-    Parameters
-    ----------
-    energy_keV : array, shape (channels,)
-        Channel energies in keV (increasing), per the calibration to check.
-    sum_spectrum : array, shape (channels,)
-        Counts per channel summed over pixels.
-    anode : str, optional
-        Tube anode: its scattered Ka (La when the voltage cannot excite K) is used too.
-    kv : float, optional
-        Tube voltage: lines it cannot excite are not searched.
-    resolution_keV : float
-        Detector FWHM at Mn Ka (5.9 keV), keV.
-    fano : float
-        Fano factor (how the FWHM grows with energy).
-
-    Returns
-    -------
-    CalibrationCheck
-    """
-    from ..errors import CalibrationError, InvalidDataError
-
-    e = np.asarray(energy_keV, dtype=np.float64).ravel()
-    y = np.asarray(sum_spectrum, dtype=np.float64).ravel()
-    if e.shape != y.shape or e.size < 16:
-        raise InvalidDataError(
-            f"energy ({e.shape}) and spectrum ({y.shape}) must be 1-D of one length (>= 16)")
-    if not np.all(np.isfinite(e)) or not np.all(np.diff(e) > 0):
-        raise CalibrationError("channel energies must be finite and increasing")
-    if not np.all(np.isfinite(y)) or y.min() < 0:
-        raise InvalidDataError("the sum spectrum must be finite and non-negative")
-    fwhm = _fwhm_function(float(resolution_keV), float(fano))
-    spectrum = _Spectrum(e, y, fwhm)
-    margin = float(fwhm(e[-1])) * 2 + SEARCH_KEV
-    candidates = _candidates(anode, kv, e[0] + margin, e[-1] - margin)
-
-    rejected: list[str] = []
-    fits: list[_Fit] = []
-    for label, element, family, group, members, named in candidates:
-        fit = spectrum.fit(label, element, family, group, members)
-        if fit is None or fit.significance < MIN_SIGNIFICANCE:
-            continue
-        fit.named = tuple(named)
-        fits.append(fit)
-
-    fits = [f for f in fits if _unambiguous(f, fits, anode, fwhm, rejected)]
-    fits = [f for f in fits if _companion_agrees(f, spectrum, fwhm, rejected)]
-    fits = _drop_outliers(fits, fwhm, rejected)
-
-    if not fits:
-        note = ("no clear, unambiguous peak of " + ", ".join(CALIBRATION_LINES)
-                + (f" or the {anode} tube line" if anode else "") + " was found")
-        if rejected:
-            note += f" ({'; '.join(rejected)})"
-        return CalibrationCheck(None, (), None, tuple(rejected), note)
-    if len(fits) == 2 and abs(fits[0].delta - fits[1].delta) > _pair_tolerance(
-            fwhm, np.median([f.expected for f in fits])):
-        weak, strong = sorted(fits, key=lambda f: f.significance)
-        if strong.significance < 3 * weak.significance:
-            first, second = fits
-            note = (f"the two lines found disagree ({first.label} {first.delta * 1000:+.0f} eV, "
-                    f"{second.label} {second.delta * 1000:+.0f} eV: a gain error or a misnamed "
-                    "peak)")
-            return CalibrationCheck(None, (), None, tuple(rejected), note)
-        # One clear line and a marginal one (likely another element's): trust the clear one.
-        rejected.append(f"{weak.label}: {weak.delta * 1000:+.0f} eV, unlike the much stronger "
-                        f"{strong.label}")
-        fits = [strong]
-    deltas = [f.delta for f in fits]
-    offset = float(np.median(deltas))
-    fits.sort(key=lambda f: f.expected)
-    matches = tuple(
-        LineMatch(f.label, round(f.expected, 4), round(f.expected + f.delta, 4),
-                  round(f.significance, 1))
-        for f in fits)
-    energy = float(np.median([f.expected for f in fits]))
-    return CalibrationCheck(offset, matches, CALIBRATION_TOLERANCE * float(fwhm(energy)),
-                            tuple(rejected))
-
-
-def _pair_tolerance(fwhm, energy) -> float:
-    """How far two lines' offsets may differ and still agree, keV."""
-    return max(0.025, 0.2 * float(fwhm(energy)))
-
-
-def _unambiguous(fit: _Fit, fits, anode, fwhm, rejected) -> bool:
-    """False when other lines may hold more than 10 % of the peak's counts."""
-    sigma = float(fwhm(fit.expected)) / 2.3548
-    position = fit.expected + fit.delta
-    if anode is not None and fit.element != anode:
-        # Scattered tube lines of any family (Ag La on Ar Ka, say) cannot be predicted from
-        # the fit of another family: a strong one near the peak makes it ambiguous.
-        from ..lines import element_lines
-
-        near = [ln for ln in element_lines(anode, min_rate=0.03)
-                if abs(ln.energy - fit.expected) < 1.5 * fwhm(fit.expected)]
-        if near:
-            rejected.append(f"{fit.label}: next to the tube's {anode} {near[0].name}")
-            return False
-    foreign = 0.0
-    for other in fits:
-        if other is fit:
-            continue
-        scale = other.area / other.group_rate
-        lines = [] if (other.element, other.family) == (fit.element, fit.family) else other.named
-        for ln in lines:
-            d = ln.energy + other.delta - position
-            if abs(d) < 3 * sigma:
-                foreign += scale * ln.rate * math.exp(-0.5 * (d / sigma) ** 2)
-        d = other.expected + other.delta - _SI_ESCAPE_KEV - position
-        if abs(d) < 3 * sigma:
-            foreign += _ESCAPE_FRACTION * other.area * math.exp(-0.5 * (d / sigma) ** 2)
-    if foreign > 0.1 * fit.area:
-        rejected.append(f"{fit.label}: overlapped by lines of other elements")
-        return False
-    return True
-
-
-def _companion_agrees(fit: _Fit, spectrum: _Spectrum, fwhm, rejected) -> bool:
-    """The element's other line is where this offset puts it, when it should be visible."""
-    other = _COMPANION.get(fit.group)
-    members = _group(fit.named, other) if other else []
-    if not members:
-        return True
-    rate = sum(r for _, r in members)
-    predicted = fit.area * rate / fit.group_rate
-    energy = sum(en * r for en, r in members) / rate
-    w = float(fwhm(energy))
-    b0, b1 = np.searchsorted(spectrum.e, [energy - w, energy + w])
-    if b1 >= spectrum.e.size or b0 == 0:
-        return True  # outside the spectrum: nothing to check
-    beneath = float(spectrum.background[b0:b1].sum())
-    if predicted / math.sqrt(beneath + predicted + 1.0) < MIN_SIGNIFICANCE:
-        return True  # too weak to be seen: no check
-    companion = spectrum.fit(f"{fit.element} {other}", fit.element, fit.family, other, members,
-                             shift=fit.delta, search=max(0.05, 0.5 * w), minus=fit)
-    tolerance = _pair_tolerance(fwhm, energy)
-    if companion is None or companion.area < 0.25 * predicted:
-        rejected.append(f"{fit.label}: no {fit.element} {other} peak beside it")
-        return False
-    if abs(companion.delta - fit.delta) > tolerance:
-        rejected.append(f"{fit.label}: {fit.element} {other} is {companion.delta * 1000:+.0f} eV "
-                        f"off, this line {fit.delta * 1000:+.0f} eV")
-        return False
-    return True
-
-
-def _drop_outliers(fits, fwhm, rejected):
-    """With three lines or more, drop those far from the median offset (misnamed peaks)."""
-    for _ in range(2):
-        if len(fits) < 3:
-            return fits
-        median = float(np.median([f.delta for f in fits]))
-        kept = [f for f in fits if abs(f.delta - median)
-                <= max(_pair_tolerance(fwhm, f.expected), 3 * f.delta_sigma)]
-        if len(kept) == len(fits) or len(kept) < 2:
-            return fits  # all agree, or no majority to trust more than the median of all
-        rejected += [f"{f.label}: {f.delta * 1000:+.0f} eV, unlike the other lines"
-                     for f in fits if f not in kept]
-        fits = kept
-    return fits
 
 
 # -- 5. the model's classes against the pigment library ---------------------------------------

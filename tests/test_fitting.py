@@ -368,6 +368,41 @@ def test_cli_fit_end_to_end(cube, tmp_path, capsys):
         assert group in captured.out
 
 
+def test_cli_fit_many_cubes_into_a_folder(cube, tmp_path, capsys):
+    """#17: one maps file per cube in --out-dir, identical to single-cube runs; existing maps
+    files skipped unless --force; two cubes of one name refused before any work."""
+    import dataclasses
+
+    import h5py
+
+    from napari_xrf_pigments import cli
+    from napari_xrf_pigments.io import write_cube
+
+    write_cube(tmp_path / "left.h5", cube)
+    write_cube(tmp_path / "right.h5", dataclasses.replace(cube, counts=np.asarray(cube.counts)[::-1]))
+    out_dir = tmp_path / "maps"
+    argv = ["fit", str(tmp_path / "left.h5"), str(tmp_path / "right.h5"), "--out-dir", str(out_dir),
+            "--elements", "Fe,Pb,Hg", "--workers", "0"]
+    assert cli.main(argv) == 0
+    assert "2 cubes: 2 written, 0 skipped (maps exist), 0 failed" in capsys.readouterr().err
+    assert cli.main(["fit", str(tmp_path / "right.h5"), "--out", str(tmp_path / "alone.h5"),
+                     "--elements", "Fe,Pb,Hg", "--workers", "0"]) == 0
+    with h5py.File(out_dir / "right.h5") as campaign, h5py.File(tmp_path / "alone.h5") as alone:
+        for name in ("Fe K", "Hg L", "Pb L"):
+            np.testing.assert_array_equal(campaign[f"maps/{name}"][()], alone[f"maps/{name}"][()])
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert "0 written, 2 skipped" in capsys.readouterr().err
+    assert cli.main(argv + ["--force"]) == 0
+    assert "2 written, 0 skipped" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    write_cube(tmp_path / "other" / "left.h5", cube)
+    assert cli.main(["fit", str(tmp_path / "left.h5"), str(tmp_path / "other" / "left.h5"),
+                     "--out-dir", str(tmp_path / "new"), "--elements", "Fe"]) == 2
+    assert "would both be written to" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 def test_cli_fit_errors(cube, tmp_path, capsys):
     from napari_xrf_pigments import cli
     from napari_xrf_pigments.io import write_cube

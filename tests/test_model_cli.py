@@ -73,6 +73,37 @@ def test_cli_predict_writes_maps(tmp_path, capsys):
     assert main(argv + ["--force"]) == 0
 
 
+def test_cli_predict_many_cubes_into_a_folder_resumes_and_matches_one_by_one(tmp_path, capsys):
+    """#17: several cubes (a glob), one maps file per cube, existing ones skipped; a failing cube
+    is one line and the others are written; the maps equal those of a single-cube run."""
+    _, model_dir = tiny_trained()
+    for i, name in enumerate(("north", "south")):
+        spectra, _, _ = make_set(12, seed=8 + i)
+        nexus_cube(tmp_path / f"{name}.h5", spectra.reshape(3, 4, -1), ENERGY)
+    (tmp_path / "zz-damaged.h5").write_bytes(b"not a cube")
+    out_dir = tmp_path / "maps"
+    argv = ["predict", str(tmp_path / "*.h5"), "--out-dir", str(out_dir), "--model", str(model_dir)]
+    assert main(argv) == 2  # the damaged cube failed; the others are written
+    err = capsys.readouterr().err
+    assert "3 cubes: 2 written, 0 skipped (maps exist), 1 failed" in err
+    assert f"error: cannot read {tmp_path / 'zz-damaged.h5'}" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["north.h5", "south.h5"]
+    before = (out_dir / "north.h5").stat().st_mtime_ns
+    (tmp_path / "zz-damaged.h5").unlink()
+    assert main(argv) == 0  # resumed: nothing left to do
+    assert "2 cubes: 0 written, 2 skipped (maps exist), 0 failed" in capsys.readouterr().err
+    assert (out_dir / "north.h5").stat().st_mtime_ns == before
+    single = tmp_path / "north-alone.h5"
+    assert main(["predict", str(tmp_path / "north.h5"), "--out", str(single), "--model", str(model_dir)]) == 0
+    campaign, _ = read_maps(out_dir / "north.h5")
+    alone, _ = read_maps(single)
+    for name, (values, _) in alone.items():
+        np.testing.assert_allclose(campaign[name][0], values, atol=1e-6)
+    assert main(["predict", str(tmp_path / "north.h5"), str(tmp_path / "south.h5"), "--out",
+                 str(tmp_path / "x.h5")]) == 2
+    assert "2 cubes need --out-dir DIR" in capsys.readouterr().err
+
+
 def test_cli_predict_without_a_default_model(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(files, "DEFAULT_MODEL_DIR", tmp_path / "default")
     # The cube is checked first (before TensorFlow loads), then the model.

@@ -218,7 +218,82 @@ def _cmd_mockup(args) -> int:
 # -- element maps: fit ---------------------------------------------------------------------------
 
 
+# -- many cubes: fit / predict CUBE... --out-dir DIR --------------------------------------------
+
+
+def _cube_outputs(args) -> list[tuple[str, str]]:
+    """(cube, maps file) pairs of ``fit``/``predict``: ``--out`` for one cube, or
+    ``--out-dir DIR`` for any number (``DIR/<cube stem>.h5``). Globs the shell left unexpanded
+    are expanded here (sorted)."""
+    import glob
+    from pathlib import Path
+
+    from .errors import InvalidDataError
+
+    cubes = []
+    for text in args.cube:
+        if any(c in text for c in "*?[") and not Path(text).exists():
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise InvalidDataError(f"no file matches {text}")
+            cubes += matches
+        else:
+            cubes.append(text)
+    if (args.out is None) == (args.out_dir is None):
+        raise InvalidDataError("give --out MAPS.h5 (one cube) or --out-dir DIR (any number of cubes)")
+    if args.out is not None:
+        if len(cubes) != 1:
+            raise InvalidDataError(f"{len(cubes)} cubes need --out-dir DIR (one maps file per cube), "
+                                   "not --out")
+        return [(cubes[0], args.out)]
+    outputs = {}
+    for cube in cubes:
+        out = str(Path(args.out_dir) / f"{Path(cube).stem}.h5")
+        if out in outputs:
+            raise InvalidDataError(f"{outputs[out]} and {cube} would both be written to {out}: "
+                                   "give cubes of different names, or run them apart")
+        outputs[out] = cube
+    return [(cube, out) for out, cube in outputs.items()]
+
+
+def _each_cube(args, run_one) -> int:
+    """Run ``run_one(args)`` with ``args.cube``/``args.out`` set to each cube and its maps file.
+
+    With ``--out-dir``, a cube whose maps file exists is skipped unless ``--force`` (a campaign
+    resumes where it stopped), a cube that fails is one error line and the next one runs; exit
+    code 2 if any failed. Ctrl-C and SIGTERM stop the campaign (the current output is removed).
+    """
+    import argparse
+    from pathlib import Path
+
+    pairs = _cube_outputs(args)
+    if args.out_dir is None:
+        args.cube, args.out = pairs[0]
+        return run_one(args)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    written = skipped = failed = 0
+    for i, (cube, out) in enumerate(pairs, 1):
+        if Path(out).exists() and not args.force:
+            print(f"[{i}/{len(pairs)}] {cube}: skipped, {out} exists (--force to redo it)",
+                  file=sys.stderr)
+            skipped += 1
+            continue
+        print(f"[{i}/{len(pairs)}] {cube} -> {out}", file=sys.stderr)
+        one = argparse.Namespace(**{**vars(args), "cube": cube, "out": out})
+        if _reported(one, run_one) == 0:
+            written += 1
+        else:
+            failed += 1
+    print(f"{len(pairs)} cubes: {written} written, {skipped} skipped (maps exist), {failed} failed",
+          file=sys.stderr)
+    return EXIT_USAGE_OR_INPUT if failed else 0
+
+
 def _cmd_fit(args) -> int:
+    return _each_cube(args, _fit_one)
+
+
+def _fit_one(args) -> int:
     from .errors import InvalidDataError
     from .fitting import fit_to_file_job, suggest_elements
     from .io import open_cube
@@ -421,6 +496,10 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
+    return _each_cube(args, _predict_one)
+
+
+def _predict_one(args) -> int:
     _quiet_tensorflow()
     from .io import open_cube
     from .io._atomic import check_output_path
@@ -568,6 +647,16 @@ _PROBABILITY = _bounded(float, low=0, high=1)
 _OPEN_FRACTION = _bounded(float, low=0, high=1, low_open=True, high_open=True)
 
 
+def _cube_arguments(p) -> None:
+    """The cube(s) and output of ``fit`` and ``predict``."""
+    p.add_argument("cube", nargs="+", help="XRF cube file(s); globs such as 'scans/*.bcf' work")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, help="maps file to write (.h5), for one cube")
+    where.add_argument("--out-dir", default=None,
+                       help="folder for one maps file per cube, named <cube stem>.h5; cubes whose "
+                            "maps file exists are skipped unless --force (a campaign resumes)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xrf-pigments",
@@ -670,8 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_mockup)
 
     p = sub.add_parser("fit", help="element maps: PyMca fast linear fit of every spectrum of a cube")
-    p.add_argument("cube", help="XRF cube file")
-    p.add_argument("--out", required=True, help="maps file to write (.h5)")
+    _cube_arguments(p)
     what = p.add_mutually_exclusive_group()
     what.add_argument("--config", default=None, help="PyMca fit configuration (.cfg)")
     what.add_argument("--elements", default=None,
@@ -751,8 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="pigment probability maps of an XRF cube")
-    p.add_argument("cube", help="XRF cube file")
-    p.add_argument("--out", required=True, help="maps file to write (.h5)")
+    _cube_arguments(p)
     p.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     p.add_argument("--batch-size", type=_POSITIVE_INT, default=None, help="spectra per inference call")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -898,7 +985,20 @@ def _debug_logging(enabled: bool):
 def _run(args) -> int:
     try:
         with _sigterm_unwinds():
-            return int(args.func(args) or 0)
+            return _reported(args, args.func)
+    except _Terminated:
+        print(f"xrf-pigments {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        print(f"xrf-pigments {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _reported(args, func) -> int:
+    """``func(args)``; an error of ours, of the system or of memory becomes one line on stderr
+    and exit code 2 (Ctrl-C and SIGTERM pass through)."""
+    try:
+        return int(func(args) or 0)
     except XRFPigmentsError as exc:
         if args.debug:
             _debug_report(exc)
@@ -917,12 +1017,6 @@ def _run(args) -> int:
         print(f"xrf-pigments {args.command}: error: not enough memory"
               + (f" for {inputs[0]}" if inputs else ""), file=sys.stderr)
         return EXIT_USAGE_OR_INPUT
-    except _Terminated:
-        print(f"xrf-pigments {args.command}: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        print(f"xrf-pigments {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,10 +55,13 @@ def prediction_job(cube, model_path=None, *, device: str | None = None):
     -------
     (PigmentPrediction, model name)
     """
-    # napari imports pandas when it makes its first Labels layer (the dominant-pigment map):
-    # 0.4-0.9 s of the main thread. Imported here, in the worker thread, it costs the GUI nothing.
+    # napari makes its first Labels layer (the dominant-pigment map) with pandas (its features
+    # table) and a label colormap (scikit-image's colour conversions): 0.5-1 s of imports on the
+    # main thread. Done here, in the worker thread, they cost the GUI nothing.
     import pandas  # noqa: F401
+    from napari.utils.colormaps import label_colormap
 
+    label_colormap(2)
     return (yield from isolated(PREDICT_TARGET, portable_cube(cube), model_path, device=device))
 
 

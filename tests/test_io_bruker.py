@@ -85,7 +85,12 @@ def test_spx_m6_jetstream(real_data):
     assert cube.metadata["excitation_kV"] == 50
     # From the file's XRF header (README: Rh anode, Z=45, 50 kV, 199 uA).
     assert cube.metadata["tube"] == {"anode": "Rh", "voltage_kV": 50.0, "current_uA": 199.0,
-                                     "type": "ixtube-Rh-30"}
+                                     "type": "ixtube-Rh-30", "electron_angle_deg": 78.0,
+                                     "takeoff_angle_deg": 12.0, "window_thickness_um": 100.0}
+    # The detector: XFlash 430, 450 um crystal, 12.5 um Be; sigma^2 = SigmaAbs + SigmaLin E.
+    detector = cube.metadata["instrument"]
+    assert detector["detector"] == {"thickness_um": 450.0, "window": "Be", "window_thickness_um": 12.5}
+    assert detector["readout"]["fano"] == pytest.approx(0.000446639 / 0.00385, rel=1e-4)
     assert _peak_keV(cube, 3.5, 3.9) == pytest.approx(3.692, abs=0.03)  # Ca Ka
     assert _peak_keV(cube, 3.9, 4.2) == pytest.approx(4.013, abs=0.03)  # Ca Kb
     spectrum = cube.sum_spectrum()

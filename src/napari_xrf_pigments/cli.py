@@ -143,6 +143,32 @@ def _load_instrument(path):
     return Instrument() if path is None else Instrument.load(path)
 
 
+def _cmd_instrument(args) -> int:
+    import json as _json
+
+    from .io._atomic import atomic_output
+    from .physics.instrument import Instrument, instrument_from_cube
+
+    base = _load_instrument(args.base)
+    if str(args.source).lower().endswith(".cfg"):
+        instrument = Instrument.from_pymca_cfg(args.source)
+        notes = [f"excitation, detector, geometry, calibration and peak shape from the PyMca "
+                 f"configuration {args.source}"]
+    else:
+        from .io import open_cube
+
+        instrument, notes = instrument_from_cube(open_cube(args.source), base=base)
+    if args.name:
+        instrument = instrument.replace(name=args.name)
+    with atomic_output(args.out, force=args.force) as tmp:
+        tmp.write_text(_json.dumps(instrument.to_dict(), indent=2) + "\n", encoding="utf-8")
+    for note in notes:
+        print(f"  {note}")
+    print(f"instrument written to {args.out}: simulate with it by "
+          f"`xrf-pigments simulate --instrument {args.out}` (or mockup --instrument)")
+    return 0
+
+
 def _names(text):
     """Comma-separated names (``--tops``/``--bottoms``) as a tuple; None when not given."""
     return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None
@@ -739,6 +765,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "physics allows; train on them without --augment)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("instrument", help="the instrument a scan's file (or a PyMca .cfg) "
+                                          "describes, as the simulator's instrument file")
+    p.add_argument("source", help="an XRF file (its tube, detector, calibration, live time) or a "
+                                  "PyMca fit configuration (.cfg)")
+    p.add_argument("--out", required=True, help="instrument file to write (.json)")
+    p.add_argument("--base", default=None,
+                   help="instrument file for what the source does not say (default: the "
+                        "ELIO-like scanner of the paper)")
+    p.add_argument("--name", default=None, help="name stored in the instrument file")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_instrument)
 
     p = sub.add_parser("mockup", help="simulate a scanned mock-up painting with ground truth")
     p.add_argument("--out", required=True, help="NeXus cube file to write (.h5)")

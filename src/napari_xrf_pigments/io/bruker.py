@@ -16,6 +16,7 @@ channel), which rsciio returns as the energy axis offset and scale in keV.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
 from pathlib import Path
@@ -261,7 +262,43 @@ def _metadata(item: dict) -> dict:
     if "CalibAbs" in spectrum:
         meta["CalibAbs_keV"] = spectrum["CalibAbs"]
         meta["CalibLin_keV_per_channel"] = spectrum.get("CalibLin")
+    instrument = _detector_description(item.get("original_metadata", {}))
+    if instrument:
+        meta["instrument"] = instrument
     return meta
+
+
+def _detector_description(original: dict) -> dict:
+    """The detector's resolution, crystal and window as parts of an instrument description
+    (:class:`~napari_xrf_pigments.physics.instrument.Readout` / ``Detector`` fields).
+
+    Bruker records the peak width as ``sigma^2 = SigmaAbs + SigmaLin * E`` (keV^2, E in keV):
+    PyMca's ``FWHM^2 = noise^2 + 0.00385 * Fano * 2.3548^2 * E`` with ``noise = 2.3548 *
+    sqrt(SigmaAbs)`` and ``Fano = SigmaLin / 0.00385``.
+    """
+    out = {}
+    spectrum, detector = original.get("Spectrum", {}), original.get("Detector", {})
+    try:
+        sigma_abs, sigma_lin = float(spectrum["SigmaAbs"]), float(spectrum["SigmaLin"])
+        if sigma_abs > 0 and sigma_lin > 0:
+            out["readout"] = {"noise_keV": 2.3548 * math.sqrt(sigma_abs), "fano": sigma_lin / 0.00385}
+    except (KeyError, TypeError, ValueError):
+        pass
+    parts = {}
+    try:
+        parts["thickness_um"] = float(detector["DetectorThickness"]) * 1000.0  # mm
+    except (KeyError, TypeError, ValueError):
+        pass
+    window = detector.get("WindowLayers", {})
+    layers = list(window.values()) if isinstance(window, dict) else []
+    if len(layers) == 1 and str(layers[0].get("Atom")) == "4":  # a plain beryllium window
+        try:
+            parts.update(window="Be", window_thickness_um=float(layers[0]["Thickness"]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    if parts:
+        out["detector"] = parts
+    return out
 
 
 #: Most bytes of a .spx searched for its X-ray source header (real ones are well under 1 MB).
@@ -292,10 +329,19 @@ def _xrf_tube(path) -> dict:
     tube = {}
     for key, tag, convert in (("anode", "Anode", lambda v: element_symbol(int(v))),
                               ("voltage_kV", "Voltage", float), ("current_uA", "Current", float),
-                              ("type", "TubeType", str)):
+                              ("type", "TubeType", str),
+                              # On the anode (Ebel's alpha_e and alpha_x), degrees.
+                              ("electron_angle_deg", "TubeIncidentAngle", float),
+                              ("takeoff_angle_deg", "TubeTakeOffAngle", float)):
         value = header.findtext(tag)
         try:
             tube[key] = convert(value.strip()) if value else None
         except (ValueError, IndexError):
             tube[key] = None
+    window = header.find("TubeWindow")
+    if window is not None and window.findtext("AtomicNumber", "").strip() == "4":
+        try:
+            tube["window_thickness_um"] = float(window.findtext("Thickness"))  # beryllium
+        except (TypeError, ValueError):
+            pass
     return {k: v for k, v in tube.items() if v is not None}

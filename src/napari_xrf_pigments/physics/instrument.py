@@ -653,3 +653,109 @@ def _instrument_kwargs_from_cfg(cfg) -> dict:
     kw["readout"] = Readout(**ro)
     return kw
 
+
+
+# -- the instrument a scan's file describes ----------------------------------------------------
+
+#: Keys of a reader's ``metadata["tube"]`` that are :class:`Tube` fields as they are.
+_TUBE_FIELDS = ("voltage_kV", "electron_angle_deg", "takeoff_angle_deg", "window_thickness_um")
+
+
+def instrument_from_cube(cube, *, base: Instrument | None = None) -> tuple[Instrument, list[str]]:
+    """The instrument a scan's file describes, over ``base`` for what the file does not say.
+
+    Taken from the cube where its reader found them: a whole instrument description (cubes this
+    project simulated); the X-ray tube (anode, kV, current, anode angles, window: Bruker's XRF
+    header) or the tube voltage alone; a monochromatic beam (``incident_energy_keV``,
+    synchrotron files); the detector's resolution, crystal and window (Bruker); the energy
+    calibration and channel count; the live time.
+
+    Parameters
+    ----------
+    cube : XRFCube
+    base : Instrument, optional
+        Default :class:`Instrument` (the ELIO-like scanner of the paper).
+
+    Returns
+    -------
+    instrument : Instrument
+    notes : list of str
+        One line per part: what was taken from the file, and what kept ``base``'s value.
+
+    Raises
+    ------
+    InvalidDataError
+        If the file's values make no instrument (e.g. a tube voltage outside 5-100 kV).
+    """
+    from ..model.preflight import cube_tube
+
+    base = base or Instrument()
+    meta = cube.metadata if isinstance(cube.metadata, dict) else {}
+    described = meta.get("instrument")
+    if isinstance(described, Mapping) and described.get("format") == FORMAT:
+        return Instrument.from_dict(described), [
+            "the whole instrument description stored in the file (a cube simulated by this project)"]
+    changes, notes = {"name": f"from {cube.name}"}, []
+
+    anode, kv, _ = cube_tube(meta)
+    energy = _number_or_none(meta.get("incident_energy_keV"))
+    if energy:
+        changes.update(tube=None, beam=Beam(energies_keV=(energy,), weights=(1.0,)))
+        notes.append(f"excitation: a {energy:g} keV monochromatic beam")
+    elif anode or kv:
+        recorded = meta.get("tube") if isinstance(meta.get("tube"), Mapping) else {}
+        tube = {k: float(recorded[k]) for k in _TUBE_FIELDS if _number_or_none(recorded.get(k))}
+        tube.update({"anode": anode or base.tube.anode, "voltage_kV": kv or base.tube.voltage_kV})
+        if _number_or_none(recorded.get("current_uA")):
+            tube["current_mA"] = float(recorded["current_uA"]) / 1000.0
+        changes["tube"] = dataclasses.replace(base.tube or Tube(), **tube)
+        taken = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in sorted(tube.items()))
+        notes.append(f"tube: {taken}"
+                     + ("" if anode else f" (anode not in the file: {base.tube.anode} kept)"))
+    else:
+        notes.append(f"tube: not in the file; {base.tube.anode} {base.tube.voltage_kV:g} kV kept"
+                     if base.tube else "excitation: not in the file; the base beam kept")
+
+    partial = described if isinstance(described, Mapping) else {}
+    readout = dict(partial.get("readout") or {})
+    if cube.calibrated:
+        zero, gain, quad = cube.energy.as_calibration()
+        readout.update(zero_keV=zero, gain_keV=gain, n_channels=cube.n_channels)
+        notes.append(f"energy calibration: zero {zero:.5f} keV, gain {gain:.7f} keV/ch, "
+                     f"{cube.n_channels} channels"
+                     # A simulated readout is linear; say so where that moves a channel.
+                     + (f" (its quadratic term {quad:.3g} keV/ch^2 is left out)"
+                        if abs(quad) * cube.n_channels**2 > 0.1 * gain else ""))
+    else:
+        readout["n_channels"] = cube.n_channels
+        notes.append(f"energy calibration: the cube has none; {base.readout.gain_keV:g} keV/ch kept")
+    if "noise_keV" in readout:
+        fwhm = float(Readout(noise_keV=readout["noise_keV"], fano=readout["fano"]).fwhm_keV(MN_KA_KEV))
+        notes.append(f"detector resolution: {fwhm * 1000:.0f} eV at Mn Ka (noise "
+                     f"{readout['noise_keV'] * 1000:.0f} eV, Fano {readout['fano']:.3f})")
+    else:
+        notes.append(f"detector resolution: not in the file; "
+                     f"{base.readout.fwhm_keV(MN_KA_KEV) * 1000:.0f} eV at Mn Ka kept")
+    changes["readout"] = dataclasses.replace(base.readout, **readout)
+    detector = dict(partial.get("detector") or {})
+    if detector:
+        changes["detector"] = dataclasses.replace(base.detector, **detector)
+        notes.append("detector: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                              for k, v in sorted(detector.items())))
+    else:
+        notes.append("detector (crystal, window, area, distance) and geometry: not in the file; "
+                     "the base's kept")
+    live = cube.live_time
+    if live is not None and np.size(live) and float(np.median(live)) > 0:
+        changes["live_time_s"] = float(np.median(live))
+        notes.append(f"live time: {changes['live_time_s']:g} s per spectrum")
+    return dataclasses.replace(base, **changes), notes
+
+
+def _number_or_none(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None

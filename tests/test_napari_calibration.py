@@ -140,3 +140,27 @@ def test_a_second_press_while_searching_is_refused(make_napari_viewer, qtbot):
     assert widget.find() is None  # refused, the first one goes on
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
     assert widget.find_button.isEnabled() and widget.found is not None
+
+
+def test_save_writes_the_calibrated_cube_and_never_its_own_file(make_napari_viewer, qtbot, tmp_path):
+    from napari_xrf_pigments.io import open_cube, write_cube
+
+    source = write_cube(tmp_path / "scan.h5", misstated(mockup()))
+    before = source.read_bytes()
+    viewer = make_napari_viewer()
+    layer = add_cube(viewer, open_cube(source))
+    widget = CalibrationWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.zero_spin.setValue(0.0)
+    widget.gain_spin.setValue(0.02)
+    assert widget.apply()
+    assert widget.save(str(source)) is None  # its own file: refused
+    assert "never changed" in widget.status.text()
+    out = tmp_path / "scan-calibrated.h5"
+    assert widget.save(str(out)) is not None
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=60000)
+    assert "saved to" in widget.status.text()
+    saved = open_cube(out)
+    assert saved.energy.as_calibration() == pytest.approx((0.0, 0.02, 0.0))
+    np.testing.assert_array_equal(np.asarray(saved.counts), np.asarray(layer.metadata["xrf_cube"].counts))
+    assert source.read_bytes() == before

@@ -1,4 +1,5 @@
-"""Energy calibration dock widget: type zero/gain, name two peaks, or find it automatically."""
+"""Energy calibration dock widget: type zero/gain, name two peaks, or find it automatically;
+save the calibrated cube."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QLabel,
     QLineEdit,
@@ -18,6 +20,7 @@ from qtpy.QtWidgets import (
 
 from ..calibration import calibrate_cube_job
 from ..errors import CalibrationError
+from ..io.hdf5 import write_cube_job
 from ..lines import line_energy, two_peak_calibration
 from ._jobs import JobRunner
 from ._layers import cube_layers, cube_of, set_cube
@@ -103,6 +106,12 @@ class CalibrationWidget(QWidget):
         self.found_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.apply_button = QPushButton("Apply calibration")
         self.apply_button.clicked.connect(self.apply)
+        self.save_button = QPushButton("Save calibrated cube...")
+        self.save_button.setToolTip(
+            "Write the cube with its current calibration as a new NeXus file (.h5), which "
+            "every command and napari open calibrated; the original file is never changed."
+        )
+        self.save_button.clicked.connect(lambda: self.save())
         self.status = QLabel()
         self.status.setWordWrap(True)
         # The last automatic result, and the cube it was found for: applied whole (quadratic
@@ -121,6 +130,7 @@ class CalibrationWidget(QWidget):
         layout.addWidget(self.find_button)
         layout.addWidget(self.found_label)
         layout.addWidget(self.apply_button)
+        layout.addWidget(self.save_button)
         layout.addWidget(self.status)
         layout.addStretch()
 
@@ -233,8 +243,8 @@ class CalibrationWidget(QWidget):
         self._set_status("Check the result, then press Apply calibration to use it.")
 
     def _set_running(self, running):
-        self.find_button.setEnabled(not running)
-        self.apply_button.setEnabled(not running)
+        for button in (self.find_button, self.apply_button, self.save_button):
+            button.setEnabled(not running)
 
     def _runner_status(self, text):
         self._set_status(text, error=text.startswith("failed"))
@@ -288,6 +298,41 @@ class CalibrationWidget(QWidget):
         self._show_current()
         show_info(message)
         return True
+
+    def save(self, path=None):
+        """Write the chosen cube, as calibrated now, to a new NeXus file (in a thread worker).
+
+        Parameters
+        ----------
+        path : str, optional
+            Asked with a save dialog when not given (the dialog asks before replacing a file).
+
+        Returns the worker, or None when nothing was started.
+        """
+        from pathlib import Path
+
+        layer = self.layer()
+        cube = cube_of(layer)
+        if cube is None:
+            self._set_status("Choose a cube layer first.", error=True)
+            return None
+        if path is None:
+            start = str(Path(cube.source).with_name(f"{Path(cube.source).stem}-calibrated.h5")
+                        if cube.source else f"{layer.name}-calibrated.h5")
+            path, _ = QFileDialog.getSaveFileName(self, "Save the calibrated cube", start,
+                                                  "NeXus cube (*.h5 *.nxs)")
+            if not path:
+                return None
+        if cube.source and Path(path).resolve() == Path(cube.source).resolve():
+            self._set_status("That is the cube's own file, which is never changed: choose "
+                             "another name.", error=True)
+            return None
+        return self.runner.start(
+            write_cube_job, path, cube, force=True,  # the dialog asked before replacing
+            on_returned=lambda written: self._set_status(
+                f"{layer.name} saved to {written} with its calibration."),
+            description=f"Saving {layer.name}",
+        )
 
     def _found_applies(self, cube, zero, gain) -> bool:
         """True when the boxes still show the automatic result for this very cube."""

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..cube import EnergyAxis, XRFCube, default_rows_per_block
 from ..errors import UnreadableFileError
+from ..progress import Progress, run
 from ._atomic import atomic_hdf5
 from ._common import (
     as_str,
@@ -848,7 +849,16 @@ def write_cube(path, cube: XRFCube, *, force: bool = False, compression: str | N
     Path
         ``path``.
     """
+    return run(write_cube_job(path, cube, force=force, compression=compression))
+
+
+def write_cube_job(path, cube: XRFCube, *, force: bool = False, compression: str | None = "gzip"):
+    """:func:`write_cube` as a job: yields Progress (rows written), returns the path.
+
+    Closing the job (cancelling) leaves no file and an existing ``path`` untouched.
+    """
     path = Path(path)
+    rows = cube.shape[0]
     with atomic_hdf5(path, force=force) as h5:
         data = create_nexus(
             h5, shape=cube.shape, dtype=cube.dtype, energy=cube.energy, source=cube.source,
@@ -857,8 +867,10 @@ def write_cube(path, cube: XRFCube, *, force: bool = False, compression: str | N
         )
         write_pixel_maps(data, live_time=cube.live_time, mask=cube.metadata.get("mask"))
         counts = data["counts"]
-        for rows, block in cube.iter_blocks():
-            counts[rows] = block
+        yield Progress(0, rows, "writing the counts")
+        for block_rows, block in cube.iter_blocks():
+            counts[block_rows] = block
+            yield Progress(block_rows.stop, rows, "writing the counts")
     return path
 
 

@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QFileDialog
 from .. import compare
 from ._layers import ROLE_KEY
 from ._maps import ELEMENT_ROLE, PIGMENT_ROLE, geometry, role_of, set_visible
+from ._plots import theme_axes
 
 NONE = "(none)"
 #: Roles of the layers this widget owns (found again by role, whatever their name).
@@ -123,23 +124,9 @@ class CompareWidget(Container):
             event.connect(self.reset_choices)
 
     def _style_axes(self):
-        try:
-            from napari.utils.theme import get_theme
-
-            theme = get_theme(self.viewer.theme)
-            background, foreground = theme.canvas.as_hex(), theme.text.as_hex()
-        except Exception:  # noqa: BLE001 - a missing theme only costs the colours
-            background, foreground = "#262930", "#f0f1f2"
-        self.figure.set_facecolor(background)
-        ax = self.ax
-        ax.set_facecolor(background)
-        for spine in ax.spines.values():
-            spine.set_color(foreground)
-        ax.tick_params(colors=foreground, labelsize=8)
-        ax.xaxis.label.set_color(foreground)
-        ax.yaxis.label.set_color(foreground)
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
+        theme_axes(self.figure, self.ax, self.viewer)
+        self.ax.set_xlim(-0.02, 1.02)
+        self.ax.set_ylim(-0.02, 1.02)
 
     # ------------------------------------------------------------------ choices
 

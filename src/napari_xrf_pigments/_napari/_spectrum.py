@@ -27,6 +27,7 @@ from ..errors import XRFPigmentsError
 from ..lines import element_lines, nearest_lines, peak_channel
 from ..regions import pixel_spectrum, region_bytes, region_spectrum, region_spectrum_job
 from ._layers import cube_layers, cube_of, pixel_at, x_axis
+from ._plots import theme_axes
 
 NO_REGION = "(none)"
 # The cursor spectrum is redrawn at most this often (ms): mouse moves arrive far faster.
@@ -178,23 +179,8 @@ class SpectrumViewer(QWidget):
         self.canvas.mpl_connect("button_press_event", self._on_click)
 
     def _style_axes(self):
-        try:
-            from napari.utils.theme import get_theme
-
-            theme = get_theme(self.viewer.theme)
-            background, foreground = theme.canvas.as_hex(), theme.text.as_hex()
-        except Exception:  # noqa: BLE001 - a missing theme only costs the colours
-            background, foreground = "#262930", "#f0f1f2"
-        self.figure.set_facecolor(background)
-        ax = self.ax
-        ax.set_facecolor(background)
-        for spine in ax.spines.values():
-            spine.set_color(foreground)
-        ax.tick_params(colors=foreground, labelsize=8)
-        ax.xaxis.label.set_color(foreground)
-        ax.yaxis.label.set_color(foreground)
-        ax.set_ylabel("counts", fontsize=9)
-        self._foreground = foreground
+        self._foreground = theme_axes(self.figure, self.ax, self.viewer)
+        self.ax.set_ylabel("counts", fontsize=9)
 
     def _connect_viewer(self):
         # The callback holds only a weak reference, so a closed widget does not stay alive

@@ -61,7 +61,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from napari_xrf_pigments._napari import _isolated
+    from napari_xrf_pigments.model import isolated as _isolated
     from napari_xrf_pigments._napari import _pigment_widget as pw
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,11 +15,9 @@ import inspect
 import logging
 import weakref
 
-from napari.qt.threading import create_worker
+from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
-from napari.utils.progress import progress
 from qtpy.QtCore import QEvent, QObject, QTimer
-from superqt.utils._qthreading import GeneratorWorker
 
 from ..errors import XRFPigmentsError
 
@@ -168,20 +166,16 @@ class JobRunner:
             _start_thread=False,
             # Errors are ours to show: connecting "errored" stops superqt re-raising them.
             _connect={"errored": self._on_errored},
+            # napari's progress bar (its activity dock, from when the worker starts); total 0:
+            # the steps' own totals are set as they come (_on_yielded).
+            _progress={"total": 0, "desc": description} if self.show_progress else None,
         )
         self.worker = worker
         self.cancel_reason = None
         self._returned = False
         self._description = description
         self._watch_window()
-        if self.show_progress:
-            with progress._all_instances.events.changed.blocker():
-                # Announced when the worker starts, as napari does for its own workers.
-                self.pbar = progress(total=0, desc=description)
-            pbar = self.pbar
-            worker.started.connect(
-                lambda: progress._all_instances.events.changed(added={pbar}, removed={})
-            )
+        self.pbar = getattr(worker, "pbar", None)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(on_returned, result))
         worker.warned.connect(self._on_warned)

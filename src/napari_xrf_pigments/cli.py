@@ -585,6 +585,46 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
+def _cmd_adapt(args) -> int:
+    _quiet_tensorflow()
+    from .model.adapt import adapt_job
+    from .model.files import load_model
+    from .model.finetuning import check_finetune_output
+    from .physics.instrument import Instrument, instrument_from_cube
+    from .progress import run_with_tqdm
+
+    # Inputs and output are checked before TensorFlow loads and before the simulation.
+    if str(args.instrument).lower().endswith((".json", ".toml", ".cfg")):
+        instrument = Instrument.load(args.instrument)
+    else:
+        from .io import open_cube
+
+        instrument, _ = instrument_from_cube(open_cube(args.instrument))
+    background = None
+    if args.background is not None:
+        from .io import open_cube
+        from .physics import estimate_background
+
+        background = estimate_background(open_cube(args.background), instrument.readout)
+    with _tensorflow_startup_quiet():
+        base = load_model(args.model)  # no --model: the shipped model, or a one-line error
+    check_finetune_output(args.out, base.path, force=args.force)
+    epochs = {} if args.epochs is None else {"epochs": args.epochs, "head_epochs": args.epochs}
+    result, path = run_with_tqdm(
+        adapt_job(args.out, instrument, base_model=base, background_cps=background, n=args.n,
+                  seed=args.seed, force=args.force, name=args.name,
+                  command="xrf-pigments " + " ".join(sys.argv[1:]), **epochs),
+        desc="adapt (spectra, then epochs)",
+    )
+    split = result.split
+    print(result.table(
+        title=f"{base.name} before and after finetuning on {split['n_finetune']} spectra simulated "
+              f"with {instrument.name} (seed {split['seed']}); test: the other {split['n_test']}"
+    ))
+    print(f"model for {instrument.name} written to {path}")
+    return 0
+
+
 def _cmd_export(args) -> int:
     import numpy as np
 
@@ -886,7 +926,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "unexplained maps (checked maps are the default; raw ones go to /raw)")
     p.set_defaults(func=_cmd_predict)
 
+    from .model.defaults import ADAPT_DEFAULTS as A
     from .model.defaults import FINETUNE_DEFAULTS as F
+
+    p = sub.add_parser("adapt", help="a model for your instrument: the shipped model finetuned "
+                                     "on spectra simulated with it")
+    p.add_argument("--instrument", required=True,
+                   help="instrument file (.json/.toml, `xrf-pigments instrument`), a PyMca .cfg, "
+                        "or a scan of the instrument (its file's tube, detector, calibration)")
+    p.add_argument("--out", required=True, help="model directory to write (never the base model)")
+    p.add_argument("--background", default=None,
+                   help="a scan of the instrument whose measured background the spectra get")
+    p.add_argument("--model", default=None, help="base model directory (default: the shipped model)")
+    p.add_argument("--n", type=_POSITIVE_INT, default=A["n"],
+                   help=f"spectra to simulate (default {A['n']}: a few minutes on 2 CPU cores); "
+                        f"{round(100 * A['fraction'])}%% are finetuned on, the rest score the "
+                        "model before and after")
+    p.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0, help="random seed (default 0)")
+    p.add_argument("--epochs", type=_POSITIVE_INT, default=None,
+                   help="most epochs of each finetuning stage (default: finetune's; early "
+                        "stopping ends sooner)")
+    p.add_argument("--name", default=None, help="model name (default: <base>-<instrument>)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=_cmd_adapt)
 
     p = sub.add_parser("export", help="maps file (.h5) to one OME-TIFF for image software")
     p.add_argument("maps", help="maps file written by fit, predict or napari (.h5)")

@@ -38,3 +38,11 @@ FINETUNE_DEFAULTS = {
     "patience": 10,
     "train_batchnorm": False,
 }
+
+#: :func:`~napari_xrf_pigments.model.adapt.adapt_job`: spectra simulated with the user's
+#: instrument (2.5 minutes of simulation and finetuning on 2 CPU cores, benchmarks/bench_adapt.py)
+#: and the share of them finetuned on; the rest scores the model before and after.
+ADAPT_DEFAULTS = {
+    "n": 10000,
+    "fraction": 0.8,
+}

@@ -16,8 +16,8 @@ parent as the same class, with the same message and attributes (a ``CalibrationE
 ``CalibrationError``); any other error becomes :class:`ChildProcessFailed` with the child's
 traceback. This module imports neither Qt nor napari (the child imports it), nor TensorFlow.
 
-The jobs the widgets run: :func:`predict_job`, :func:`finetune_job`, :func:`gpu_job`; cubes go
-to the child as :func:`portable_cube` specs.
+The jobs the widgets run: :func:`predict_job`, :func:`finetune_job`, :func:`adapt_job`,
+:func:`gpu_job`; cubes go to the child as :func:`portable_cube` specs.
 """
 
 from __future__ import annotations
@@ -361,6 +361,33 @@ def finetune_job(out, base_model=None, cube=None, labels=None, *, force: bool = 
         "stages": result.stages,
         "history": result.history,
     }
+
+
+def adapt_job(out, instrument, base_model=None, background=None, *, n: int, seed: int = 0,
+              force: bool = False, **kwargs):
+    """Child job: :func:`~napari_xrf_pigments.model.adapt.adapt_job` (simulate spectra with the
+    instrument, finetune the base model on them), returning plain figures.
+
+    ``instrument`` is an instrument description (``Instrument.to_dict()``); ``background`` a
+    :func:`portable_cube` spec of a scan whose measured background the spectra get, or None.
+
+    Returns
+    -------
+    dict
+        ``path``, ``name``, ``before``, ``after``, ``split``, ``stages``, ``history``.
+    """
+    from ..physics import Instrument, estimate_background
+    from .adapt import adapt_job as _adapt_job
+
+    instrument = Instrument.from_dict(instrument)
+    background_cps = (None if background is None
+                      else estimate_background(open_portable(background), instrument.readout))
+    result, path = yield from _adapt_job(out, instrument, base_model=base_model,
+                                         background_cps=background_cps, n=n, seed=seed,
+                                         force=force, **kwargs)
+    return {"path": str(path), "name": result.model.name, "before": result.before,
+            "after": result.after, "split": result.split, "stages": result.stages,
+            "history": result.history}
 
 
 def gpu_job():

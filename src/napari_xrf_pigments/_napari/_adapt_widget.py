@@ -1,0 +1,204 @@
+"""Model for your instrument dock widget: ``xrf-pigments adapt`` in napari."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.utils.notifications import show_error, show_info
+
+from ..model.defaults import ADAPT_DEFAULTS
+from ._jobs import JobRunner, error_message
+from ._layers import cube_layers, cube_of
+
+ADAPT_TARGET = "napari_xrf_pigments.model.isolated:adapt_job"
+FROM_CUBE, FROM_FILE = "the cube's file", "an instrument file"
+
+
+def adapt_widget_job(out, instrument, background_cube=None, *, n: int):
+    """Job: simulate and finetune in the child process (TensorFlow never loads into napari's,
+    see :mod:`~napari_xrf_pigments.model.isolated`).
+
+    Parameters
+    ----------
+    out : str
+        New model folder.
+    instrument : Instrument
+    background_cube : XRFCube, optional
+        A scan whose measured background the simulated spectra get.
+    n : int
+        Spectra to simulate.
+    """
+    from ..model.isolated import isolated, portable_cube
+
+    background = None if background_cube is None else portable_cube(background_cube)
+    return (yield from isolated(ADAPT_TARGET, str(out), instrument.to_dict(), None, background,
+                                n=n))
+
+
+class AdaptWidget(Container):
+    """A pigment model for the scanner of a cube layer (``xrf-pigments adapt`` in napari).
+
+    The instrument comes from the cube's file (its tube, detector, calibration and live time,
+    what ``xrf-pigments instrument`` reads; the rest is the shipped model's instrument) or from
+    an instrument file. The widget simulates spectra with it (with the cube's measured
+    background if asked), finetunes the shipped model on them in a child process (progress bar,
+    Cancel), shows the before/after scores on held-back spectra, and offers the new model to the
+    Pigment maps widget.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.model_out = None
+
+        self.cube_combo = ComboBox(label="cube", choices=self._cube_names,
+                                   tooltip="A scan made with the instrument")
+        self.source = ComboBox(label="instrument from", choices=[FROM_CUBE, FROM_FILE],
+                               value=FROM_CUBE)
+        self.instrument_file = FileEdit(label="file", mode="r", nullable=True, visible=False,
+                                        filter="*.json *.toml *.cfg",
+                                        tooltip="xrf-pigments instrument file, or a PyMca .cfg")
+        self.instrument_info = Label(value="")
+        self.background = CheckBox(text="add the cube's measured background", value=True)
+        self.n_spectra = SpinBox(label="spectra", min=200, max=200000, step=1000,
+                                 value=ADAPT_DEFAULTS["n"],
+                                 tooltip="Spectra to simulate; 80 % finetune, 20 % score")
+        self.out_dir = FileEdit(label="new model", mode="w", nullable=True,
+                                tooltip="Folder to write the new model to")
+        self.run_button = PushButton(text="Simulate and finetune")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.maps_button = PushButton(text="Use it in Pigment maps", enabled=False)
+        self.extend([self.cube_combo, self.source, self.instrument_file, self.instrument_info,
+                     self.background, self.n_spectra, self.out_dir, self.run_button,
+                     self.cancel_button, self.status, self.maps_button])
+        for label in (self.instrument_info, self.status):
+            label.native.setWordWrap(True)
+        self.runner = JobRunner(self.native, "Model for your instrument",
+                                on_state=self._set_running, on_status=self._set_status)
+
+        self.source.changed.connect(self._on_source_changed)
+        for control in (self.cube_combo, self.instrument_file):
+            control.changed.connect(self.show_instrument)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(lambda: self.runner.cancel())
+        self.maps_button.changed.connect(self.use_in_pigment_maps)
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.reordered, events.renamed):
+            event.connect(self.reset_choices)
+        self.show_instrument()
+
+    def _cube_names(self, *_):
+        return [layer.name for layer in cube_layers(self.viewer)]
+
+    def cube_layer(self):
+        """The chosen cube layer, or None."""
+        name = self.cube_combo.value
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_source_changed(self, *_):
+        self.instrument_file.visible = self.source.value == FROM_FILE
+        self.show_instrument()
+
+    def instrument(self):
+        """(Instrument, notes) from the chosen source.
+
+        Raises
+        ------
+        XRFPigmentsError
+            No cube or no file chosen, or a file that is no instrument description.
+        """
+        from ..errors import InvalidDataError
+        from ..physics.instrument import Instrument, instrument_from_cube
+
+        if self.source.value == FROM_FILE:
+            path = self.instrument_file.value
+            if not path or not Path(path).is_file():
+                raise InvalidDataError("choose an instrument file (xrf-pigments instrument "
+                                       "writes one) or a PyMca .cfg")
+            return Instrument.load(path), [f"from {Path(path).name}"]
+        cube = cube_of(self.cube_layer())
+        if cube is None:
+            raise InvalidDataError("choose a cube layer (open a scan of the instrument first)")
+        return instrument_from_cube(cube)
+
+    def show_instrument(self, *_):
+        """Say what the instrument is and where each part came from."""
+        from ..errors import XRFPigmentsError
+
+        try:
+            instrument, notes = self.instrument()
+        except XRFPigmentsError as exc:
+            self.instrument_info.value = error_message(exc)
+            return
+        self.instrument_info.value = f"<b>{instrument.name}</b>: " + "; ".join(notes)
+        if self.out_dir.value is None or str(self.out_dir.value) in ("", "."):
+            layer = self.cube_layer()
+            cube = cube_of(layer)
+            stem = Path(cube.source).stem if cube is not None and cube.source else "instrument"
+            folder = Path(cube.source).parent if cube is not None and cube.source else Path.cwd()
+            self.out_dir.value = folder / f"model-{stem}"
+
+    def run(self, *_):
+        """Start simulating and finetuning; returns the worker, or None (with a message)."""
+        from ..errors import XRFPigmentsError
+        from ..model.finetuning import check_finetune_output
+
+        if self.runner.running:
+            show_info("Model for your instrument: a run is going on; wait for it or Cancel it.")
+            return None
+        try:
+            instrument, _ = self.instrument()
+            out = self.out_dir.value
+            if out is None or str(out) in ("", "."):
+                raise XRFPigmentsError("choose the folder of the new model")
+            check_finetune_output(out, None)
+        except (XRFPigmentsError, OSError) as exc:
+            show_error(f"Model for your instrument: {error_message(exc)}")
+            return None
+        cube = cube_of(self.cube_layer())
+        background = cube if self.background.value and cube is not None and cube.calibrated else None
+        return self.runner.start(
+            adapt_widget_job, str(out), instrument, background, n=int(self.n_spectra.value),
+            on_returned=self._show_result,
+            description=f"Model for {instrument.name}",
+        )
+
+    def _show_result(self, figures):
+        self.model_out = Path(figures["path"])
+        before = figures["before"]["summary"].get("present_f1_mean")
+        after = figures["after"]["summary"].get("present_f1_mean")
+        split = figures["split"]
+        message = (f"new model {figures['name']} in {self.model_out}: macro F1 on "
+                   f"{split['n_test']} held-back simulated spectra "
+                   f"{'n/a' if before is None else f'{before:.3f}'} (shipped) -> "
+                   f"{'n/a' if after is None else f'{after:.3f}'}")
+        self._set_status(message)
+        self.maps_button.enabled = True
+        show_info(f"Model for your instrument: {message}")
+
+    def use_in_pigment_maps(self, *_):
+        """Open the Pigment maps widget with the new model on the chosen cube."""
+        if self.model_out is None:
+            show_error("Model for your instrument: make a model first.")
+            return None
+        from ._pigment_widget import MODEL_FOLDER
+
+        _, maps = self.viewer.window.add_plugin_dock_widget("napari-xrf-pigments", "Pigment maps")
+        maps.model_source.value = MODEL_FOLDER
+        maps.model_dir.value = self.model_out
+        if self.cube_layer() is not None:
+            maps.cube_combo.value = self.cube_layer().name
+        return maps
+
+    def _set_running(self, running):
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _set_status(self, text):
+        self.status.value = text

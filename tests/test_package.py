@@ -66,6 +66,7 @@ def test_wheel_ships_manifest_and_package_data(tmp_path):
         manifest = zf.read("napari_xrf_pigments/napari.yaml").decode()
     assert manifest == MANIFEST.read_text()
     assert "napari_xrf_pigments/cli.py" in names
+    assert "napari_xrf_pigments/py.typed" in names  # PEP 561: type checkers read our hints
     # Package data: the pigment library and the shipped model.
     assert "napari_xrf_pigments/pigments/library.json" in names
     assert {"napari_xrf_pigments/model/default/model.keras",

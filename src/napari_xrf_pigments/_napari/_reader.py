@@ -2,9 +2,9 @@
 
 Cubes bigger than :data:`EAGER_TOTAL_BYTES` open as two-level multiscale layers: the full cube,
 of which napari reads only the region on screen, and a *preview* of evenly spaced spectra
-(at most :data:`PREVIEW_BYTES`) read while opening. napari shows the preview until the view is
-zoomed in far enough to need the full resolution, so the first view reads a bounded amount
-whatever the cube's size.
+(at most :data:`PREVIEW_BYTES`) read while opening. The layers start locked on the preview, so
+the first view reads a bounded amount whatever the cube's size; with the layer's resolution set
+to Auto, napari reads the full resolution of the region on screen.
 """
 
 from __future__ import annotations

@@ -703,16 +703,15 @@ def instrument_from_cube(cube, *, base: Instrument | None = None) -> tuple[Instr
         changes.update(tube=None, beam=Beam(energies_keV=(energy,), weights=(1.0,)))
         notes.append(f"excitation: a {energy:g} keV monochromatic beam")
     elif anode or kv:
+        base_tube = base.tube or Tube()  # a beam base gets the default tube's other parts
         recorded = meta.get("tube") if isinstance(meta.get("tube"), Mapping) else {}
         tube = {k: float(recorded[k]) for k in _TUBE_FIELDS if _number_or_none(recorded.get(k))}
-        tube.update({"anode": anode or base.tube.anode, "voltage_kV": kv or base.tube.voltage_kV})
+        tube.update({"anode": anode or base_tube.anode, "voltage_kV": kv or base_tube.voltage_kV})
         if _number_or_none(recorded.get("current_uA")):
             tube["current_mA"] = float(recorded["current_uA"]) / 1000.0
-        changes["tube"] = dataclasses.replace(base.tube or Tube(), **tube)
-        taken = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                          for k, v in sorted(tube.items()))
-        notes.append(f"tube: {taken}"
-                     + ("" if anode else f" (anode not in the file: {base.tube.anode} kept)"))
+        changes.update(tube=dataclasses.replace(base_tube, **tube), beam=None)
+        notes.append(f"tube: {_listing(tube)}"
+                     + ("" if anode else f" (anode not in the file: {base_tube.anode} kept)"))
     else:
         notes.append(f"tube: not in the file; {base.tube.anode} {base.tube.voltage_kV:g} kV kept"
                      if base.tube else "excitation: not in the file; the base beam kept")
@@ -741,8 +740,7 @@ def instrument_from_cube(cube, *, base: Instrument | None = None) -> tuple[Instr
     detector = dict(partial.get("detector") or {})
     if detector:
         changes["detector"] = dataclasses.replace(base.detector, **detector)
-        notes.append("detector: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                                              for k, v in sorted(detector.items())))
+        notes.append(f"detector: {_listing(detector)}")
     else:
         notes.append("detector (crystal, window, area, distance) and geometry: not in the file; "
                      "the base's kept")
@@ -751,6 +749,12 @@ def instrument_from_cube(cube, *, base: Instrument | None = None) -> tuple[Instr
         changes["live_time_s"] = float(np.median(live))
         notes.append(f"live time: {changes['live_time_s']:g} s per spectrum")
     return dataclasses.replace(base, **changes), notes
+
+
+def _listing(values: Mapping) -> str:
+    """``"anode Rh, voltage_kV 50"``: sorted names and values, numbers in short form."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in sorted(values.items()))
 
 
 def _number_or_none(value) -> float | None:

@@ -316,7 +316,27 @@ def _each_cube(args, run_one) -> int:
 
 
 def _cmd_fit(args) -> int:
-    return _each_cube(args, _fit_one)
+    with _cluster_pool(args):
+        return _each_cube(args, _fit_one)
+
+
+@contextlib.contextmanager
+def _cluster_pool(args):
+    """``--scheduler``: a dask.distributed client for the whole command (``args.pool``), its
+    scheduler and dashboard printed; nothing without it."""
+    args.pool = None
+    if getattr(args, "scheduler", None) is None:
+        yield None
+        return
+    from . import cluster
+
+    with cluster.connect(args.scheduler) as client:
+        print(cluster.describe(client), file=sys.stderr)
+        args.pool = cluster.ClusterPool(client)
+        try:
+            yield args.pool
+        finally:
+            args.pool = None
 
 
 def _fit_one(args) -> int:
@@ -330,6 +350,9 @@ def _fit_one(args) -> int:
         raise InvalidDataError(
             "--tube, --kv and --excitation go with --elements; a .cfg sets its own excitation"
         )
+    if getattr(args, "pool", None) is not None and args.workers is not None:
+        raise InvalidDataError("--workers are processes of this machine; with --scheduler the "
+                               "cluster's workers fit: give one or the other")
     check_output_path(args.out, force=args.force)  # fail now, not after the fit
     cube = open_cube(args.cube)
     elements = args.elements
@@ -357,6 +380,7 @@ def _fit_one(args) -> int:
         workers=args.workers,
         calibration=args.calibration,
         force=args.force,
+        pool=getattr(args, "pool", None),  # --scheduler: the chunks run on the cluster, the maps are the same
     )
     result = run_with_tqdm(job, desc="fit (spectra)")
     for note in result.notes:
@@ -522,7 +546,9 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    return _each_cube(args, _predict_one)
+    _quiet_tensorflow()  # before a LocalCluster starts: its workers inherit the setting
+    with _cluster_pool(args):
+        return _each_cube(args, _predict_one)
 
 
 def _predict_one(args) -> int:
@@ -544,13 +570,15 @@ def _predict_one(args) -> int:
     before = [str(w) for w in preflight_warnings(cube, model)]
     for line in before:
         print(f"warning: {line}", file=sys.stderr)
-    path = run_with_tqdm(
-        predict_to_file(
-            cube, args.out, model, batch_size=args.batch_size, force=args.force,
-            input_file=args.cube, evidence=not args.no_evidence, warnings=before,
-        ),
-        desc="predict (rows)",
-    )
+    options = dict(batch_size=args.batch_size, force=args.force, input_file=args.cube,
+                   evidence=not args.no_evidence, warnings=before)
+    if getattr(args, "pool", None) is not None:
+        from .cluster import predict_to_file_on
+
+        path = run_with_tqdm(predict_to_file_on(args.pool, cube, args.out, model, **options),
+                             desc="predict (blocks)")
+    else:
+        path = run_with_tqdm(predict_to_file(cube, args.out, model, **options), desc="predict (rows)")
     for line in read_warnings(path)[len(before):]:
         print(f"warning: {line}", file=sys.stderr)
     print(f"pigment maps written to {path}")
@@ -721,6 +749,17 @@ def _cube_arguments(p) -> None:
     where.add_argument("--out-dir", default=None,
                        help="folder for one maps file per cube, named <cube stem>.h5; cubes whose "
                             "maps file exists are skipped unless --force (a campaign resumes)")
+    _scheduler_argument(p)
+
+
+def _scheduler_argument(p) -> None:
+    """``--scheduler`` (docs/cluster.md): the work on a dask.distributed cluster."""
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on a dask.distributed cluster: a scheduler address (tcp://host:8786), "
+                        "a scheduler file, or local:N for N worker processes on this machine; "
+                        "the files must be readable by every worker under the same paths, the "
+                        "results are those of a run here (needs the [cluster] extra; see "
+                        "docs/cluster.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

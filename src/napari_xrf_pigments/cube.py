@@ -287,9 +287,14 @@ class XRFCube:
         rows = rows_per_block or default_rows_per_block(self.shape, self.dtype)
         for start in range(0, self.shape[0], rows):
             sl = slice(start, min(start + rows, self.shape[0]))
-            block = np.asarray(self.counts[sl])
-            check_counts(block, where=f"rows {sl.start}-{sl.stop - 1}")
-            yield sl, block
+            yield sl, self.read_rows(sl)
+
+    def read_rows(self, rows: slice) -> np.ndarray:
+        """One block of rows as :meth:`iter_blocks` gives it: counts (n_rows, columns,
+        channels) as read, checked for NaN and negative values."""
+        block = np.asarray(self.counts[rows])
+        check_counts(block, where=f"rows {rows.start}-{rows.stop - 1}")
+        return block
 
     def sum_spectrum(self) -> np.ndarray:
         """Sum of all spectra, float64 of shape (channels,), read block by block."""

@@ -40,6 +40,10 @@ class OutputWriteError(XRFPigmentsError, OSError):
         self.errno = errno
 
 
+class ClusterError(XRFPigmentsError, RuntimeError):
+    """A dask.distributed cluster cannot be reached, or lost the work (``--scheduler``)."""
+
+
 class Cancelled(XRFPigmentsError):
     """A long job was stopped by its user; nothing half-written was left behind."""
 

@@ -645,8 +645,71 @@ class EvidenceChecker:
                 + " (set the tube in the file's metadata to be sure)")
             fit = ElementFit(self.grid, tube=self.tube)
         fit.estimate_resolution(counts)
+        self._use(fit)
+
+    def _use(self, fit: ElementFit) -> None:
         self._fit = fit
         self._per_element = np.zeros((*self.unexplained.shape, len(fit.elements)), np.uint8)
+
+    def start(self, counts) -> None:
+        """Decide what holds for the whole cube (tube anode, detector resolution) from its first
+        block's counts on the model grid (n, channels), as :meth:`check` does on that block."""
+        self._start(self._coarse(counts))
+
+    def settings(self) -> dict | None:
+        """What the first block decided for the whole cube, for :meth:`adopt` elsewhere.
+
+        Returns
+        -------
+        dict or None
+            ``{"tube": str or None, "resolution_keV": float, "warnings": [...]}``; None before
+            the first block (or once the step has failed).
+        """
+        if self._fit is None or not self.available:
+            return None
+        return {"tube": self.tube, "resolution_keV": self._fit.resolution_keV,
+                "warnings": list(self.warnings)}
+
+    def adopt(self, settings: dict) -> None:
+        """Check blocks with the tube and detector resolution another checker of the same cube
+        found on its first block (:meth:`settings`), as if this one had checked that block:
+        blocks of one cube checked in different processes give the maps of one process."""
+        self.tube = settings["tube"]
+        self.warnings = list(settings["warnings"])
+        fit = ElementFit(self.grid, tube=self.tube)
+        fit.set_resolution(settings["resolution_keV"])
+        self._use(fit)
+
+    def check_block(self, counts, raw: dict) -> CheckedBlock:
+        """The evidence check of one block of spectra, stored nowhere (see :meth:`store`).
+
+        Parameters
+        ----------
+        counts : ndarray, shape (n, channels)
+            The block's counts on the model grid.
+        raw : dict of output name -> ndarray (n, n_pigments)
+
+        Raises
+        ------
+        Exception
+            Whatever the fit raised; :meth:`check` turns it into :meth:`fail`.
+        """
+        counts = self._coarse(counts)
+        if self._fit is None:
+            self._start(counts)
+        return apply_evidence(raw, self._fit.fit(counts), self.spec, tube=self.tube)
+
+    def fail(self, reason) -> None:
+        """The step failed (``reason``: the exception or its text): the maps are the network's own."""
+        self.available = False
+        self.warnings.append(f"element evidence is unavailable ({reason}); the maps are the network's own")
+
+    def store(self, rows: slice, block: CheckedBlock) -> None:
+        """Keep the unexplained scores of a checked block of rows (``rows`` of the maps)."""
+        n_rows = rows.stop - rows.start
+        self.unexplained[rows] = block.unexplained.reshape(n_rows, -1)
+        scores = np.nan_to_num(block.unexplained_elements.reshape(n_rows, -1, block.unexplained_elements.shape[-1]))
+        self._per_element[rows] = np.round(scores * 255).astype(np.uint8)
 
     def check(self, rows: slice, counts, raw: dict) -> dict:
         """Checked probabilities of one block of rows.
@@ -667,18 +730,11 @@ class EvidenceChecker:
         if not self.available:
             return raw
         try:
-            counts = self._coarse(counts)
-            if self._fit is None:
-                self._start(counts)
-            block = apply_evidence(raw, self._fit.fit(counts), self.spec, tube=self.tube)
+            block = self.check_block(counts, raw)
         except Exception as exc:  # noqa: BLE001 - the maps must still be written
-            self.available = False
-            self.warnings.append(f"element evidence is unavailable ({exc}); the maps are the network's own")
+            self.fail(exc)
             return raw
-        n_rows = rows.stop - rows.start
-        self.unexplained[rows] = block.unexplained.reshape(n_rows, -1)
-        scores = np.nan_to_num(block.unexplained_elements.reshape(n_rows, -1, block.unexplained_elements.shape[-1]))
-        self._per_element[rows] = np.round(scores * 255).astype(np.uint8)
+        self.store(rows, block)
         return block.maps
 
     def unexplained_elements(self, *, min_pixels: int = 3) -> Mapping:

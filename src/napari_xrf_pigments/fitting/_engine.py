@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import __version__
-from ..cube import XRFCube, check_counts
+from ..cube import XRFCube, default_rows_per_block
 from ..errors import InvalidDataError, XRFPigmentsError
 from ..progress import Progress
 from . import _worker
@@ -270,8 +270,17 @@ class _Pool:
                     os.environ[name] = value
         self.processes = []
 
+    @property
+    def slots(self) -> int:
+        """Chunks computed at once (one per worker process)."""
+        return len(self.warm)
+
     def submit(self, fn, *args):
         return self.executor.submit(fn, *args)
+
+    def result(self, future):
+        """The chunk's result; a dead worker process is a :class:`FitError`."""
+        return _result(future)
 
     def _remember_processes(self):
         # The executor forgets its processes on shutdown; keep them to join them ourselves.
@@ -334,6 +343,7 @@ def fit_cube_job(
     rows_per_chunk: int | None = None,
     cache_mb: float = DEFAULT_CACHE_MB,
     calibration: str = "cube",
+    pool=None,
     **build_kwargs,
 ):
     """Fit every spectrum of a cube with PyMca's fast linear fit; a cancellable job.
@@ -369,6 +379,12 @@ def fit_cube_job(
     cache_mb : float
         Memory (MB) for keeping background-subtracted spectra between the first pass and the
         refit.
+    pool : ClusterPool, optional
+        Run the chunks on a dask.distributed cluster instead
+        (:class:`napari_xrf_pigments.cluster.ClusterPool`): its workers read their chunks from
+        the cube's file themselves, ``workers`` and ``cache_mb`` are not used, and the maps are
+        those of the run here. The caller owns the pool (it is not closed, only its chunks
+        cancelled if the job stops).
 
     Raises
     ------
@@ -384,33 +400,51 @@ def fit_cube_job(
         cube, config, elements=elements, tube=tube, kv=kv, excitation_keV=excitation_keV,
         calibration=calibration, **build_kwargs,
     )
-    return _fit_job(cube, setup, weight, refit, workers, rows_per_chunk, cache_mb)
+    remote = pool.cube_ref(cube) if pool is not None else None  # errors now, not in the job
+    return _fit_job(cube, setup, weight, refit, workers, rows_per_chunk, cache_mb, pool, remote)
 
 
-def _fit_job(cube, setup: FitSetup, weight, refit, workers, rows_per_chunk, cache_mb):
+def _fit_job(cube, setup: FitSetup, weight, refit, workers, rows_per_chunk, cache_mb, cluster=None,
+             remote=None):
     started = time.perf_counter()
     rows, cols, n_channels = cube.shape
     n_spectra = rows * cols
     yield Progress(0, n_spectra, "preparing the fit")
 
-    if workers is None:
+    if cluster is not None:
+        # The workers read their chunks; nothing is kept here (the refit and the statistics
+        # re-read and re-strip the chunks they need there, with the same arithmetic).
+        workers, cache_mb = cluster.slots, 0
+    elif workers is None:
         workers = _available_cpus() if n_spectra >= MIN_SPECTRA_FOR_WORKERS else 0
         workers = 0 if workers < 2 else workers
     workers = max(0, int(workers))
     chunk_rows = _rows_per_chunk(cube.shape, cube.dtype.itemsize, workers, rows_per_chunk)
     chunks = [slice(r, min(r + chunk_rows, rows)) for r in range(0, rows, chunk_rows)]
-    workers = min(workers, len(chunks))
-    pool = _Pool(workers) if workers else None
-    started_pool = pool
+    if cluster is not None:
+        pool = started_pool = cluster
+    else:
+        workers = min(workers, len(chunks))
+        pool = _Pool(workers) if workers else None
+        started_pool = pool
     threads = None
     finished = False
     try:
         if weight == 1:
-            # The weights come from the sum spectrum of the whole cube: one pass to add it up.
+            # The weights come from the sum spectrum of the whole cube: one pass to add it up
+            # (on a cluster, block sums made there, added here in the same order).
             yref = np.zeros(n_channels, dtype=np.float64)
-            for sl, block in cube.iter_blocks():
-                yref += block.sum(axis=(0, 1), dtype=np.float64)
-                yield Progress(0, n_spectra, f"sum spectrum (rows {sl.start}-{sl.stop - 1})")
+            if remote is not None:
+                step = default_rows_per_block(cube.shape, cube.dtype)
+                blocks = [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
+                sums = [pool.submit(_worker.block_sum, remote.block(sl, flat=False)) for sl in blocks]
+                for sl, future in zip(blocks, sums):
+                    yref += pool.result(future)
+                    yield Progress(0, n_spectra, f"sum spectrum (rows {sl.start}-{sl.stop - 1})")
+            else:
+                for sl, block in cube.iter_blocks():
+                    yref += _worker.block_sum(block)
+                    yield Progress(0, n_spectra, f"sum spectrum (rows {sl.start}-{sl.stop - 1})")
         else:
             # What fitMultipleSpectra uses when no weights need the sum: the first spectrum.
             yref = np.asarray(cube.counts[0, 0], dtype=np.float64)
@@ -419,7 +453,7 @@ def _fit_job(cube, setup: FitSetup, weight, refit, workers, rows_per_chunk, cach
             raise InvalidDataError(_no_lines_message(cfg, n_channels))
         token, blob = uuid.uuid4().hex, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         threads = ThreadPoolExecutor(max_workers=_available_cpus(), thread_name_prefix="xrf-fit")
-        state = _State(cube, model, chunks, cache_mb, threads)
+        state = _State(cube, model, chunks, cache_mb, threads, remote)
 
         # First pass: every spectrum with the full model.
         for done in _first_pass(state, pool, token, blob):
@@ -438,8 +472,10 @@ def _fit_job(cube, setup: FitSetup, weight, refit, workers, rows_per_chunk, cach
     finally:
         if threads is not None:
             threads.shutdown(wait=True)
-        if started_pool is not None:
+        if started_pool is not None and started_pool is not cluster:
             started_pool.close(kill=not finished)
+        elif cluster is not None and not finished:
+            cluster.cancel()
 
     elapsed = time.perf_counter() - started
     run_info = dict(weight=weight, refit=refit, workers=workers, seconds=elapsed)
@@ -449,9 +485,10 @@ def _fit_job(cube, setup: FitSetup, weight, refit, workers, rows_per_chunk, cach
 class _State:
     """Parameter maps, statistics and cached spectra of a fit in progress."""
 
-    def __init__(self, cube, model, chunks, cache_mb, threads):
+    def __init__(self, cube, model, chunks, cache_mb, threads, remote=None):
         rows, cols, _ = cube.shape
         self.threads = threads
+        self.remote = remote
         self.cube, self.model, self.chunks, self.cols = cube, model, chunks, cols
         n_pixels = rows * cols
         self.params = np.zeros((model.n_free, n_pixels), dtype=model.result_dtype)
@@ -470,10 +507,16 @@ class _State:
         return slice(sl.start * self.cols, sl.stop * self.cols)
 
     def read(self, i) -> np.ndarray:
-        sl = self.chunks[i]
-        block = np.asarray(self.cube.counts[sl])
-        check_counts(block, where=f"rows {sl.start}-{sl.stop - 1}")
+        block = self.cube.read_rows(self.chunks[i])
         return block.reshape(-1, block.shape[-1])
+
+    def spectra(self, i, local=None):
+        """Raw spectra (n, n_channels) of chunk ``i`` (those of the mask ``local`` only) for a
+        pool: read here, or on a cluster a reference its worker reads them from."""
+        if self.remote is not None:
+            return self.remote.block(self.chunks[i], local)
+        raw = self.read(i)
+        return raw if local is None else raw[local]
 
     def reserve(self, i) -> bool:
         need = (self.chunks[i].stop - self.chunks[i].start) * self.cols * self.bytes_per_spectrum
@@ -510,16 +553,17 @@ def _first_pass(state: _State, pool, token, blob):
 
     pending = {}
     todo = iter(range(len(state.chunks)))
-    in_flight = 2 * len(pool.warm)
+    in_flight = 2 * pool.slots
 
     def submit_next() -> bool:
         i = next(todo, None)
         if i is None:
             return False
-        raw = state.read(i)
         keep = state.reserve(i)
+        raw = state.read(i) if keep else state.spectra(i)
         future = pool.submit(_worker.fit_spectra, token, blob, raw, keep)
-        pending[future] = (i, raw[:, model.first : model.stop] if keep else None, raw.shape[0])
+        n = (state.chunks[i].stop - state.chunks[i].start) * state.cols
+        pending[future] = (i, raw[:, model.first : model.stop] if keep else None, n)
         return True
 
     while len(pending) < in_flight and submit_next():
@@ -528,7 +572,7 @@ def _first_pass(state: _State, pool, token, blob):
         finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
         for future in finished:
             i, raw_obs, n = pending.pop(future)
-            params, extra = _result(future)
+            params, extra = pool.result(future)
             store(i, params, extra, raw_obs)
             done += n
             submit_next()
@@ -610,15 +654,15 @@ def _refit_pixels(state: _State, pool, token, blob, policy, bad, bad_mask):
         if cached is not None and (pool is None or policy != 2):
             local_jobs.append((cached[0], local, index))
             continue
-        spectra, is_raw = (cached[0][local], False) if cached is not None else (state.read(i)[local], True)
+        spectra, is_raw = (cached[0][local], False) if cached is not None else (state.spectra(i, local), True)
         if pool is None:
             store(index, _worker.refit_spectra(token, blob, spectra, is_raw, keep_columns))
         else:
             pending[pool.submit(_worker.refit_spectra, token, blob, spectra, is_raw, keep_columns)] = index
-            if len(pending) >= 2 * len(pool.warm):
+            if len(pending) >= 2 * pool.slots:
                 finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for future in finished:
-                    store(pending.pop(future), _result(future))
+                    store(pending.pop(future), pool.result(future))
                 yield "refitting"
     # numpy releases the GIL: the parent's share runs on all cores.
     for _ in state.threads.map(lambda job: solve_kept(*job), local_jobs):
@@ -626,7 +670,7 @@ def _refit_pixels(state: _State, pool, token, blob, policy, bad, bad_mask):
     while pending:
         finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
         for future in finished:
-            store(pending.pop(future), _result(future))
+            store(pending.pop(future), pool.result(future))
         yield "refitting"
 
 
@@ -653,7 +697,7 @@ def _update_statistics(state: _State, pool, token, blob):
             continue
         index = np.flatnonzero(local) + px.start
         params, n_free = state.params[:, index], state.n_free[index]
-        spectra = state.read(i)[local]
+        spectra = state.spectra(i, local)
         if pool is None:
             state.stats[:, index] = _worker.spectra_statistics(token, blob, spectra, params, n_free)
         else:
@@ -664,7 +708,7 @@ def _update_statistics(state: _State, pool, token, blob):
     if pending:
         wait(list(pending))
         for future, index in pending.items():
-            state.stats[:, index] = _result(future)
+            state.stats[:, index] = pool.result(future)
         yield
 
 

@@ -298,3 +298,11 @@ def spectra_statistics(token: str, blob: bytes, raw, params, n_free):
     model = _model(token, blob)
     net = prepare(raw, model)
     return statistics(net, raw[:, model.first : model.stop], model.derivatives, params, n_free)
+
+
+def block_sum(block):
+    """Sum spectrum of a block of rows (n_rows, columns, channels) as float64 (channels,): the
+    pieces of the cube's sum spectrum for ``weight=1``, added up in row order by the parent."""
+    import numpy as np
+
+    return block.sum(axis=(0, 1), dtype=np.float64)

@@ -403,21 +403,9 @@ class Predictor:
         what = cube.name
         resampler = self.model.preprocessing.resampler(cube.energy, what=what)
         rows, cols, _ = cube.shape
-        if rows_per_block is None:
-            by_spectra = max(1, math.ceil(max(SPECTRA_PER_BLOCK, 4 * self.batch_size) / cols))
-            rows_per_block = min(by_spectra, default_rows_per_block(cube.shape, cube.dtype))
+        rows_per_block = rows_per_block or self.rows_per_block(cube)
         n_p = len(self.model.pigments)
-        if store is None:
-            def store(group, output, rows_per_block):
-                return np.full((rows, cols, n_p), np.nan, np.float32)
-        maps = {k: store("maps", k, rows_per_block) for k in self.outputs}
-        checker = raw = None
-        if evidence:
-            from ..evidence import EvidenceChecker
-
-            checker = EvidenceChecker(self.model, cube, (rows, cols))
-        if checker is not None and checker.available:
-            raw = {k: store("raw", k, rows_per_block) for k in self.outputs}
+        maps, raw, checker = self.prepare_outputs(cube, rows_per_block, evidence=evidence, store=store)
         _ = self.function  # compile before the first block is read
 
         items: queue.Queue = queue.Queue(maxsize=2)
@@ -472,10 +460,60 @@ class Predictor:
                 except queue.Empty:
                     pass
             thread.join()
+        return self.finish(cube, rows_per_block, maps, raw, checker, any_counts=any_counts)
+
+    def rows_per_block(self, cube: XRFCube) -> int:
+        """Rows predicted at a time by default: about :data:`SPECTRA_PER_BLOCK` spectra (and at
+        least four compiled batches), at most ~64 MB of counts.
+
+        The evidence fit takes its weights and residual components from each block, so every
+        way of running a prediction (here, or block by block on a cluster,
+        :mod:`napari_xrf_pigments.cluster`) must cut the cube at the same rows to give the same
+        maps.
+        """
+        rows, cols, _ = cube.shape
+        by_spectra = max(1, math.ceil(max(SPECTRA_PER_BLOCK, 4 * self.batch_size) / cols))
+        return min(by_spectra, default_rows_per_block(cube.shape, cube.dtype))
+
+    def prepare_outputs(self, cube: XRFCube, rows_per_block: int, *, evidence: bool = True, store=None):
+        """Where a cube's probabilities go, and its evidence checker.
+
+        Returns
+        -------
+        maps : dict of output name -> array-like (rows, columns, n_pigments)
+            The checked probabilities (made by ``store``, see :meth:`predict_cube`).
+        raw : dict or None
+            The network's own probabilities (None without an evidence check).
+        checker : EvidenceChecker or None
+        """
+        rows, cols, _ = cube.shape
+        n_p = len(self.model.pigments)
+        if store is None:
+            def store(group, output, rows_per_block):
+                return np.full((rows, cols, n_p), np.nan, np.float32)
+        maps = {k: store("maps", k, rows_per_block) for k in self.outputs}
+        checker = raw = None
+        if evidence:
+            from ..evidence import EvidenceChecker
+
+            checker = EvidenceChecker(self.model, cube, (rows, cols))
+        if checker is not None and checker.available:
+            raw = {k: store("raw", k, rows_per_block) for k in self.outputs}
+        return maps, raw, checker
+
+    def finish(self, cube: XRFCube, rows_per_block: int, maps, raw, checker, *, any_counts: bool):
+        """The :class:`PigmentPrediction` once every block is in ``maps`` (and ``raw``).
+
+        Raises
+        ------
+        InvalidDataError
+            ``any_counts`` is false: no block had counts in the model's energy range.
+        """
+        rows = cube.shape[0]
         if not any_counts:
             lo, hi = self.model.preprocessing.range_keV
             raise InvalidDataError(
-                f"{what} holds no counts between {lo:.2f} and {hi:.2f} keV (the model's energy "
+                f"{cube.name} holds no counts between {lo:.2f} and {hi:.2f} keV (the model's energy "
                 "range): the cube is empty there, or its calibration is wrong"
             )
         warnings = checker.warnings if checker is not None else []
@@ -570,7 +608,6 @@ def predict_to_file(
     -------
     Path
     """
-    from .. import __version__
     from ..io._atomic import check_output_path
     from ..io.maps import open_maps_writer
     from .files import PigmentModel, load_model
@@ -584,32 +621,47 @@ def predict_to_file(
     if not isinstance(model, PigmentModel):
         model = load_model(model)
     with open_maps_writer(out, cube.shape[:2], force=force) as writer:
-        # Maps go to the file block by block: a cube larger than memory needs no maps in memory.
-        def store(group, output, rows_per_block):
-            return _MapColumns(writer.create(name, group=group, chunk_rows=rows_per_block)
-                               for _, _, name, _ in _pigment_entries((output,), model.pigments, ""))
-
         result = yield from predict_cube(cube, model, batch_size=batch_size, engine=engine,
-                                         evidence=evidence, store=store)
-        for _, _, name, attrs in _pigment_entries(model.outputs, model.pigments, result.evidence,
-                                                  result.groups):
-            writer.set_attrs(name, attrs)
-            if result.raw is not None:
-                writer.set_attrs(name, {**attrs, "evidence": "raw"}, group="raw")
-        if result.raw is None:
-            writer.discard("raw")
-        for name, (values, attrs) in result.unexplained_maps():
-            writer.add(name, values, attrs)
-        writer.set_root_attrs({
-            "kind": "pigment",
-            "model": str(model.path) if model.path else model.name,
-            "model_name": model.name,
-            "model_version": model.metadata.get("package_version", "") if model.metadata else "",
-            "input_file": input_file or cube.source or "",
-            "preprocessing_version": int(model.preprocessing.version),
-            "package_version": __version__,
-            "evidence": result.evidence,
-            "warnings": [*warnings, *result.warnings],
-            **({"pixel_size_mm": np.asarray(cube.pixel_size, float)} if cube.pixel_size else {}),
-        })
+                                         evidence=evidence, store=file_store(writer, model))
+        finish_maps_file(writer, result, model, cube, input_file=input_file, warnings=warnings)
     return Path(out)
+
+
+def file_store(writer, model):
+    """A ``store`` for :meth:`Predictor.predict_cube` that puts the maps in a maps file
+    (:class:`~napari_xrf_pigments.io.maps.MapsWriter`) block by block: a cube larger than
+    memory needs no maps in memory."""
+    def store(group, output, rows_per_block):
+        return _MapColumns(writer.create(name, group=group, chunk_rows=rows_per_block)
+                           for _, _, name, _ in _pigment_entries((output,), model.pigments, ""))
+
+    return store
+
+
+def finish_maps_file(writer, result: PigmentPrediction, model, cube: XRFCube, *, input_file=None,
+                     warnings=()) -> None:
+    """Attributes, unexplained maps and provenance of a maps file whose probabilities went
+    through :func:`file_store`; the file's layout is this function's."""
+    from .. import __version__
+
+    for _, _, name, attrs in _pigment_entries(model.outputs, model.pigments, result.evidence,
+                                              result.groups):
+        writer.set_attrs(name, attrs)
+        if result.raw is not None:
+            writer.set_attrs(name, {**attrs, "evidence": "raw"}, group="raw")
+    if result.raw is None:
+        writer.discard("raw")
+    for name, (values, attrs) in result.unexplained_maps():
+        writer.add(name, values, attrs)
+    writer.set_root_attrs({
+        "kind": "pigment",
+        "model": str(model.path) if model.path else model.name,
+        "model_name": model.name,
+        "model_version": model.metadata.get("package_version", "") if model.metadata else "",
+        "input_file": input_file or cube.source or "",
+        "preprocessing_version": int(model.preprocessing.version),
+        "package_version": __version__,
+        "evidence": result.evidence,
+        "warnings": [*warnings, *result.warnings],
+        **({"pixel_size_mm": np.asarray(cube.pixel_size, float)} if cube.pixel_size else {}),
+    })

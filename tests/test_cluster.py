@@ -1,0 +1,213 @@
+"""Fit and predict on a dask.distributed LocalCluster (``--scheduler``): the maps of one process,
+a worker killed mid-run, a job stopped from the client, a scheduler that cannot be reached."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from _model_data import ENERGY, make_set, nexus_cube, tiny_trained  # noqa: E402
+
+from napari_xrf_pigments import cluster  # noqa: E402
+from napari_xrf_pigments.errors import ClusterError  # noqa: E402
+from napari_xrf_pigments.io import open_cube, write_cube  # noqa: E402
+from napari_xrf_pigments.io.maps import read_maps  # noqa: E402
+from napari_xrf_pigments.progress import run  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Two single-threaded worker processes, shared by the tests of this module."""
+    with cluster.connect("local:2") as client:
+        yield cluster.ClusterPool(client)
+
+
+@pytest.fixture(scope="module")
+def fit_cube_file(tmp_path_factory):
+    """The fit tests' synthetic cube (Ca only in a band: the refit of negative areas runs)."""
+    from test_fitting import synthetic_cube
+
+    path = tmp_path_factory.mktemp("fit") / "cube.h5"
+    write_cube(path, synthetic_cube(rows=24, cols=20)[0])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_cube_file(tmp_path_factory):
+    """A cube of the tiny model's spectra, 30 x 40 (3 blocks of the predictor's 4096 spectra...
+    here 1200 spectra: blocks are made small by rows_per_block where a test needs several)."""
+    spectra, _, _ = make_set(1200, seed=3)
+    return nexus_cube(tmp_path_factory.mktemp("tiny") / "tiny.h5", spectra.reshape(30, 40, -1).astype(np.uint32),
+                      ENERGY)
+
+
+def _same_maps(a_path, b_path, *, atol=0.0):
+    a, a_root = read_maps(a_path)
+    b, b_root = read_maps(b_path)
+    assert list(a) == list(b)
+    for name, (values, attrs) in a.items():
+        assert attrs == b[name][1], name
+        np.testing.assert_allclose(b[name][0], values, rtol=0, atol=atol, err_msg=name)
+    changing = {"created", "elapsed_s", "workers"}
+    assert {k: v for k, v in a_root.items() if k not in changing and not isinstance(v, np.ndarray)} == \
+        {k: v for k, v in b_root.items() if k not in changing and not isinstance(v, np.ndarray)}
+
+
+@pytest.mark.parametrize("weight", [0, 1])
+def test_fit_on_a_local_cluster_equals_one_process(pool, fit_cube_file, tmp_path, weight):
+    from napari_xrf_pigments.fitting import fit_to_file_job
+
+    cube = open_cube(fit_cube_file)
+    here = run(fit_to_file_job(cube, tmp_path / "here.h5", elements="Ca,Fe,Pb,Hg", weight=weight,
+                               workers=0))
+    there = run(cluster.fit_to_file_on(pool, cube, tmp_path / "there.h5", elements="Ca,Fe,Pb,Hg",
+                                       weight=weight, rows_per_chunk=3))
+    assert here.groups == there.groups
+    _same_maps(tmp_path / "here.h5", tmp_path / "there.h5")  # element maps exactly
+
+
+@pytest.mark.slow  # > 20 s: TensorFlow starts in each worker process
+def test_predict_on_a_local_cluster_equals_one_process_cli(pool, tiny_cube_file, tmp_path, capsys):
+    """The command end to end: same maps file, layout and attributes (tiny model: no evidence)."""
+    from napari_xrf_pigments.cli import main
+
+    _, model = tiny_trained()
+    args = ["predict", str(tiny_cube_file), "--model", str(model)]
+    assert main(args + ["--out", str(tmp_path / "here.h5")]) == 0
+    address = pool.client.scheduler.address
+    assert main(args + ["--out-dir", str(tmp_path / "there"), "--scheduler", address]) == 0
+    err = capsys.readouterr().err
+    assert f"dask scheduler {address}: 2 workers" in err
+    _same_maps(tmp_path / "here.h5", tmp_path / "there" / "tiny.h5")
+
+
+@pytest.fixture(scope="module")
+def mockup_file(tmp_path_factory):
+    from napari_xrf_pigments.datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips, simulate_mockup
+
+    layout = crossed_strips(FIG7_TOPS[:2], FIG7_BOTTOMS[:2], strip_px=4, gap_px=2, margin_px=2)
+    cube, _ = run(simulate_mockup(layout, seed=1))
+    path = tmp_path_factory.mktemp("mockup") / "mockup.h5"
+    write_cube(path, cube)
+    return path
+
+
+def test_predict_with_evidence_on_a_local_cluster_equals_one_process(pool, mockup_file, tmp_path):
+    """The shipped model: element evidence, tube guess, unexplained maps, block by block."""
+    from napari_xrf_pigments.model.files import load_model
+
+    model = load_model(None)
+    cube = open_cube(mockup_file)
+    here = run(model.predictor().predict_cube(cube, rows_per_block=4))  # 4 blocks
+    assert here.evidence == "checked"
+    out = run(cluster.predict_to_file_on(pool, cube, tmp_path / "there.h5", model, rows_per_block=4))
+    there, root = read_maps(out)
+    mine = here.to_maps()
+    assert list(there) == list(mine)
+    assert root["evidence"] == "checked"
+    for name, (values, attrs) in mine.items():
+        # Exactly: a LocalCluster's workers keep this process's BLAS threads (the evidence
+        # fit's solve rounds by them), so checked and unexplained maps are equal to the bit.
+        np.testing.assert_array_equal(there[name][0], values, err_msg=name)
+    raw, _ = read_maps(out, group="raw")
+    for i, label in enumerate(model.pigments):  # the network's own output: exactly
+        np.testing.assert_array_equal(raw[label.abbreviation][0], here.raw["present"][..., i])
+
+
+def _busy_worker(client):
+    """A worker running a task now (or any worker after 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        busy = [w for w, keys in client.processing().items() if keys]
+        if busy:
+            return busy[0]
+        time.sleep(0.05)
+    return next(iter(client.scheduler_info()["workers"]))
+
+
+@pytest.mark.slow  # > 20 s: the nanny restarts the killed worker
+def test_a_worker_killed_mid_run_leaves_complete_identical_maps(pool, fit_cube_file, tmp_path):
+    from napari_xrf_pigments.fitting import fit_to_file_job
+
+    cube = open_cube(fit_cube_file)
+    run(fit_to_file_job(cube, tmp_path / "here.h5", elements="Ca,Fe,Pb,Hg", workers=0))
+    job = cluster.fit_to_file_on(pool, cube, tmp_path / "there.h5", elements="Ca,Fe,Pb,Hg",
+                                 rows_per_chunk=1)
+    next(job)  # the fit is set up and its chunks go out
+    victim = _busy_worker(pool.client)
+    pid = pool.client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    run(job)
+    assert victim not in pool.client.scheduler_info()["workers"]
+    _same_maps(tmp_path / "here.h5", tmp_path / "there.h5")
+    pool.client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+
+
+@pytest.mark.slow  # > 20 s: the tiny model is trained first (once per session)
+@pytest.mark.parametrize("how", ["interrupt", "close"])
+def test_a_job_stopped_from_the_client_leaves_no_file(pool, tiny_cube_file, tmp_path, how):
+    """Ctrl-C / SIGTERM (KeyboardInterrupt at the client's yield) or a closed job."""
+    _, model = tiny_trained()
+    out = tmp_path / "maps.h5"
+    job = cluster.predict_to_file_on(pool, tiny_cube_file, out, str(model), rows_per_block=2)
+    next(job)
+    next(job)  # a block came back and was written to the temporary file
+    if how == "interrupt":
+        with pytest.raises(KeyboardInterrupt):
+            job.throw(KeyboardInterrupt)
+    else:
+        job.close()
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file either
+    # The cancelled blocks do not linger: the cluster is free for the next job.
+    deadline = time.monotonic() + 30
+    while any(pool.client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pool.client.processing().values())
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_code_2(tiny_cube_file, tmp_path, capsys, monkeypatch):
+    from napari_xrf_pigments.cli import main
+
+    monkeypatch.setattr(cluster, "SCHEDULER_TIMEOUT_S", 2.0)
+    started = time.monotonic()
+    code = main(["predict", str(tiny_cube_file), "--out", str(tmp_path / "m.h5"),
+                 "--scheduler", "tcp://127.0.0.1:9"])
+    assert code == 2
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("xrf-pigments predict: error: cannot reach the dask scheduler at "
+                             "tcp://127.0.0.1:9 (")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_scheduler_names():
+    assert cluster.parse_scheduler("local:3") == ("local", 3)
+    assert cluster.parse_scheduler("tcp://10.0.0.5:8786") == ("address", "tcp://10.0.0.5:8786")
+    assert cluster.parse_scheduler("node12:8786") == ("address", "node12:8786")
+    assert cluster.parse_scheduler("~/scheduler.json") == ("file", "~/scheduler.json")
+    with pytest.raises(Exception, match="local:N"):
+        cluster.parse_scheduler("local:0")
+
+
+def test_a_missing_scheduler_file_is_reported_after_the_timeout(tmp_path):
+    with pytest.raises(ClusterError, match="no scheduler file .* appeared within 0.5 s"):
+        with cluster.connect(str(tmp_path / "scheduler.json"), timeout_s=0.5):
+            pass
+
+
+def test_a_cube_in_memory_cannot_go_to_the_cluster(pool, tmp_path):
+    from napari_xrf_pigments.cube import XRFCube
+
+    cube = XRFCube.from_array(np.ones((4, 4, 300), np.uint16), zero=2.0, gain=0.04)
+    with pytest.raises(Exception, match="not a file the cluster's workers can open"):
+        cluster.fit_to_file_on(pool, cube, tmp_path / "m.h5", elements="Fe")

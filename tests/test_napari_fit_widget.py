@@ -132,7 +132,7 @@ def test_typed_elements_and_run_twice(fit_setup, qtbot, notes):
     assert widget.elements() == ["Hg", "Zn K"]
     assert any("unknown element" in message for _, message in notes)
 
-    worker = widget.run()
+    assert widget.run() is not None
     assert widget.run_button.enabled is False and widget.cancel_button.enabled is True
     assert widget.run() is None  # the second press is refused while the first runs
     assert any("already running" in m or "is running" in m for _, m in notes)

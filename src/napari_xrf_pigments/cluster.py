@@ -36,6 +36,7 @@ import dataclasses
 import os
 import re
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
@@ -321,10 +322,23 @@ class ClusterPool:
             key = id(value)
             held = self._scattered.get(key)
             if held is None or held[0] is not value:
-                held = (value, self.client.scatter(value, broadcast=True, hash=False))
+                held = (value, self._broadcast(value))
                 self._scattered = {key: held}  # one model at a time
             return held[1]
         return value
+
+    def _broadcast(self, value, attempts: int = 3):
+        """``value`` scattered to every worker. A worker that dies during the broadcast fails
+        it (dask does not retry a scatter): try again once the scheduler has dropped it."""
+        from distributed.comm.core import CommClosedError
+
+        for attempt in range(attempts):
+            try:
+                return self.client.scatter(value, broadcast=True, hash=False)
+            except (CommClosedError, OSError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1.0)
 
     def submit(self, fn, *args):
         """Run ``fn(*args)`` on a worker (:class:`RemoteSpectra` arguments read there).

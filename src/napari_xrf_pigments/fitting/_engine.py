@@ -276,7 +276,13 @@ class _Pool:
         return len(self.warm)
 
     def submit(self, fn, *args):
-        return self.executor.submit(fn, *args)
+        """Queue a chunk; a pool whose workers have died already is a :class:`FitError`."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self.executor.submit(fn, *args)
+        except BrokenProcessPool:  # the workers died before this chunk was queued
+            raise FitError(_broken_pool_message()) from None
 
     def result(self, future):
         """The chunk's result; a dead worker process is a :class:`FitError`."""

@@ -146,13 +146,12 @@ def main(argv=None):
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_xrf_pigments.model import isolated as _isolated
     from napari_xrf_pigments._napari import _pigment_widget as pw
     from napari_xrf_pigments._napari._fit_widget import ElementMapsWidget
     from napari_xrf_pigments._napari._reader import cube_layer_data
-    from napari_xrf_pigments.progress import run
-
     from napari_xrf_pigments.io import write_cube
+    from napari_xrf_pigments.model import isolated as _isolated
+    from napari_xrf_pigments.progress import run
 
     print(f"simulating a {args.size} x {args.size} mock-up cube...", flush=True)
     cube = mockup_cube(args.size)

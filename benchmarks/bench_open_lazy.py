@@ -38,7 +38,8 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 {body}
 t1 = time.perf_counter()
-print(json.dumps({{"seconds": t1 - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **out}}))
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": t1 - t0, "peak_rss_mb": peak_mb, **out}}))
 """
 
 OPEN = """

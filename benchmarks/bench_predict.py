@@ -5,7 +5,8 @@ One command::
     python benchmarks/bench_predict.py            # ~2 minutes on the 2-core CPU
 
 1. Throughput, in one process on the same model and data: the paper network (3815 channels,
-   the library's 22 classes and 3 groups as outputs, random weights and batch-norm statistics) on a cube of Poisson spectra on a
+   the library's 22 classes and 3 groups as outputs, random weights and batch-norm statistics) on a
+   cube of Poisson spectra on a
    4096-channel 10 eV grid.
    - *plain*: ``model.predict`` (Keras defaults, batch 32) on spectra already preprocessed
      (preprocessing not timed: the baseline is favoured);

@@ -16,7 +16,8 @@ binder (:class:`~napari_xrf_pigments.datasets.mockup.MockupRecipe`):
 
 For every model (default: the shipped one) it prints the macro F1 over the pigments present in
 the truth (paper Eq. 6, threshold 0.5; a model's group outputs are scored but not averaged in),
-the top-layer assignment accuracy and the per-pigment F1, then one JSON object as the last line. The mock-ups are simulated with this package's
+the top-layer assignment accuracy and the per-pigment F1, then one JSON object as the last line.
+The mock-ups are simulated with this package's
 physics, so they test robustness to instrument, count level and layout, not the
 simulation-to-real gap.
 """
@@ -69,8 +70,7 @@ def settings():
 
 def simulate(instrument, live_time_s):
     """The two layouts' cubes and truths for one setting."""
-    from napari_xrf_pigments.datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips
-    from napari_xrf_pigments.datasets.mockup import simulate_mockup
+    from napari_xrf_pigments.datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips, simulate_mockup
     from napari_xrf_pigments.progress import run
 
     layouts = ((crossed_strips(FIG7_TOPS, FIG7_BOTTOMS), 11),

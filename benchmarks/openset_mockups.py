@@ -123,8 +123,7 @@ def main(argv=None):
     parser.add_argument("--settings", default="elio-10s,elio-100ms,w-tube")
     args = parser.parse_args(argv)
 
-    from napari_xrf_pigments.datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips
-    from napari_xrf_pigments.datasets.mockup import simulate_mockup
+    from napari_xrf_pigments.datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips, simulate_mockup
     from napari_xrf_pigments.evidence import EvidenceSpec
     from napari_xrf_pigments.model.files import load_model
     from napari_xrf_pigments.model.predict import predict_cube
@@ -161,7 +160,8 @@ def main(argv=None):
         for key in ("absent-key", "foreign-called", "macro-F1-library",
                     "macro-F1-library-detectable"):
             raw, checked = row["raw"][key], row["checked"][key]
-            fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
+            def fmt(v):
+                return "n/a" if v is None else f"{v:.3f}"
             print(f"  {key:28s} raw {fmt(raw):>6s}   checked {fmt(checked):>6s}")
         for key in ("unexplained-found", "unexplained-found-visible", "unexplained-library"):
             print(f"  {key:28s}              checked {row['checked'][key]:.3f}")

@@ -1,7 +1,8 @@
 """Regenerate the screenshot of the Model for your instrument widget (docs/images/widgets-adapt.png).
 
 Simulates a small mock-up scanned with an M6-like instrument (Rh 50 kV, Bruker's calibration;
-the cube file records the instrument), opens it in napari through the plugin's reader, docks the widget, makes a model from
+the cube file records the instrument), opens it in napari through the plugin's reader, docks the
+widget, makes a model from
 2,000 simulated spectra (a quick run for the picture; the default is 10,000) and captures the
 window (helpers from ``make_screenshots.py``)::
 

@@ -21,8 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the helpers below live beside this script
 
-from make_screenshots import _new_viewer, _save, _settle
-from make_widget_screenshots import _wait
+from make_screenshots import _new_viewer, _save, _settle  # noqa: E402
+from make_widget_screenshots import _wait  # noqa: E402
 
 PLUGIN = "napari-xrf-pigments"
 OFFSET_KEV = -0.065  # the stated calibration reads 65 eV low

@@ -130,9 +130,9 @@ def main(argv=None):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_finetune import LAYOUTS, w_scanner
 
-    from napari_xrf_pigments.model import isolated as _isolated
     from napari_xrf_pigments.datasets.mockup import crossed_strips, simulate_mockup, write_truth
     from napari_xrf_pigments.io import write_cube
+    from napari_xrf_pigments.model import isolated as _isolated
     from napari_xrf_pigments.model.files import default_model_path
     from napari_xrf_pigments.progress import run
 

@@ -27,9 +27,9 @@ BOTTOMS = ("Pyr", "Bottom 2A", "CdR", "EgB")
 def main():
     import numpy as np
 
-    from napari_xrf_pigments.model import isolated as _isolated
     from napari_xrf_pigments.datasets.mockup import crossed_strips, simulate_mockup
     from napari_xrf_pigments.io import write_cube
+    from napari_xrf_pigments.model import isolated as _isolated
     from napari_xrf_pigments.progress import run_with_tqdm
 
     layout = crossed_strips(TOPS, BOTTOMS)

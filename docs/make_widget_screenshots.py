@@ -61,8 +61,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from napari_xrf_pigments.model import isolated as _isolated
     from napari_xrf_pigments._napari import _pigment_widget as pw
+    from napari_xrf_pigments.model import isolated as _isolated
 
     with tempfile.TemporaryDirectory() as tmp:
         path = simulate(Path(tmp), args.live_time)

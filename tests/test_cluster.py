@@ -113,7 +113,7 @@ def test_predict_with_evidence_on_a_local_cluster_equals_one_process(pool, mocku
     mine = here.to_maps()
     assert list(there) == list(mine)
     assert root["evidence"] == "checked"
-    for name, (values, attrs) in mine.items():
+    for name, (values, _) in mine.items():
         # Exactly: a LocalCluster's workers keep this process's BLAS threads (the evidence
         # fit's solve rounds by them), so checked and unexplained maps are equal to the bit.
         np.testing.assert_array_equal(there[name][0], values, err_msg=name)

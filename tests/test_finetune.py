@@ -18,6 +18,7 @@ from _model_data import (  # noqa: E402
     spectrum_shape,
     tiny_trained,
 )
+
 from napari_xrf_pigments.cli import main  # noqa: E402
 from napari_xrf_pigments.cube import XRFCube  # noqa: E402
 from napari_xrf_pigments.errors import InvalidDataError, OutputExistsError  # noqa: E402

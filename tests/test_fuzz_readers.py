@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import PROJECT_ROOT
 
 HARNESS = PROJECT_ROOT / "benchmarks" / "fuzz_readers.py"

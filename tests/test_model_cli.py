@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("keras")
 
 from _model_data import ENERGY, make_set, nexus_cube, tiny_trained, write_set  # noqa: E402
+
 from napari_xrf_pigments.cli import main  # noqa: E402
 from napari_xrf_pigments.io.maps import read_maps  # noqa: E402
 from napari_xrf_pigments.model import files  # noqa: E402

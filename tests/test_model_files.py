@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("keras")
 
 from _model_data import ENERGY, PIGMENTS, TINY_ARCH, make_set, tiny_trained  # noqa: E402
+
 from napari_xrf_pigments.errors import OutputExistsError  # noqa: E402
 from napari_xrf_pigments.model import files  # noqa: E402
 from napari_xrf_pigments.model.architecture import build_model  # noqa: E402

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("keras")
 
 from _model_data import ENERGY, PIGMENTS, make_set, tiny_trained  # noqa: E402
+
 from napari_xrf_pigments.cube import XRFCube  # noqa: E402
 from napari_xrf_pigments.errors import (  # noqa: E402
     CalibrationError,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from napari_xrf_pigments.cube import EnergyAxis, XRFCube
-from napari_xrf_pigments.errors import CalibrationError
 from napari_xrf_pigments.datasets.mockup import crossed_strips, simulate_mockup
+from napari_xrf_pigments.errors import CalibrationError
 from napari_xrf_pigments.model.files import DEFAULT_MODEL_DIR, PigmentModel, read_metadata
 from napari_xrf_pigments.model.preflight import (
     DEFAULT_COUNT_RANGE,

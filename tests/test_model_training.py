@@ -11,10 +11,11 @@ import pytest
 pytest.importorskip("keras")
 
 from _model_data import ENERGY, PIGMENTS, TINY_ARCH, make_set, tiny_trained, write_set  # noqa: E402
+
 from napari_xrf_pigments.errors import InvalidDataError, UnreadableFileError  # noqa: E402
 from napari_xrf_pigments.model.metrics import (  # noqa: E402
-    binary_metrics,
     apply_temperature,
+    binary_metrics,
     evaluate_predictions,
     expected_calibration_error,
     fit_calibration,

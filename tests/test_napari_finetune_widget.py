@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _model_data import ENERGY, PIGMENTS, spectrum_shape
+
 from napari_xrf_pigments._napari._finetune_widget import FinetuneWidget, shapes_to_labels
 from napari_xrf_pigments._napari._reader import cube_layer_data
 from napari_xrf_pigments.cube import XRFCube

@@ -9,7 +9,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from qtpy.QtCore import Qt
 
 from napari_xrf_pigments._napari._fit_widget import _GROUP_ROLE, CONFIG, ElementMapsWidget

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _model_data import ENERGY, make_set
+
 from napari_xrf_pigments._napari import _pigment_widget as pw
 from napari_xrf_pigments._napari._maps import PIGMENT_ROLE
 from napari_xrf_pigments._napari._reader import cube_layer_data
@@ -120,8 +120,8 @@ def pigment_layers(viewer):
 
 def test_maps_equal_the_cli_and_rerun_updates(make_napari_viewer, qtbot, model_dir, scan, tmp_path):
     tf_before = "tensorflow" in sys.modules
-    from napari_xrf_pigments.model.isolated import isolated
     from napari_xrf_pigments.io.maps import read_maps
+    from napari_xrf_pigments.model.isolated import isolated
     from napari_xrf_pigments.progress import run
 
     path, present = scan

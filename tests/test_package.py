@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT
 
 MANIFEST = PROJECT_ROOT / "src" / "napari_xrf_pigments" / "napari.yaml"

@@ -898,7 +898,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_fit)
 
-    from .model.defaults import LR_SCHEDULES, THRESHOLD, TRAIN_DEFAULTS as D
+    from .model.defaults import LR_SCHEDULES, THRESHOLD
+    from .model.defaults import TRAIN_DEFAULTS as D
 
     p = sub.add_parser("train", help="train a pigment model on a labelled training set")
     p.add_argument("--data", required=True, help="training set (.h5, see docs/model.md)")

@@ -7,9 +7,10 @@ Axis order is fixed everywhere: ``counts[row, column, channel]``; a single spect
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 #: What the demo writes, relative to its folder.
 FILES = {
     "cube": "mockup.h5",

@@ -21,7 +21,8 @@ elements each named pigment needs (emerald green: Cu *and* As), and scores what 
    where the spectrum holds signal that nothing called explains.
 3. **Unexplained signal.** An element is *unexplained* at a pixel to the degree that it is
    significant (0 at 3 sigma, 1 at 5 sigma) and no pigment that contains it is called there
-   (``1 - min(1, 2 max p)`` over the checked probabilities ``p`` of those pigments). The ground's elements (Ca), air (Ar) and the
+   (``1 - min(1, 2 max p)`` over the checked probabilities ``p`` of those pigments). The ground's
+   elements (Ca), air (Ar) and the
    tube anode (scattered tube lines) are always explained. The ``unexplained`` score of a pixel
    is the largest element score.
 

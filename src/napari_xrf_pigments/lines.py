@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -90,7 +90,7 @@ def normalize_symbol(symbol: str) -> str:
     return sym
 
 
-@lru_cache(maxsize=None)
+@cache
 def _element_lines(symbol: str) -> tuple[Line, ...]:
     el = _elements().Element[symbol]
     lines = []

@@ -13,8 +13,9 @@ Cancelling means no longer iterating and calling ``generator.close()``: the job 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import Any
 
 ProgressJob = Generator["Progress", None, Any]
 

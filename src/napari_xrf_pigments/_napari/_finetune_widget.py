@@ -516,7 +516,7 @@ class FinetuneWidget(QWidget):
         return present, top
 
     def set_checked(self, present=(), top=()) -> None:
-        for a, box in self.top_boxes.items():
+        for box in self.top_boxes.values():
             box.setChecked(False)
         for a, box in self.present_boxes.items():
             box.setChecked(a in present)

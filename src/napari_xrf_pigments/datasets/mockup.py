@@ -301,7 +301,8 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
 
     Layout: ``/present/<ABBR>`` and ``/top/<ABBR>`` boolean (rows, columns) maps (pigment in
     any layer / in the top layer), ``/detectable/<ABBR>`` (its lines reach the detector),
-    ``/distractor/<ABBR>`` (only if the mock-up holds distractors: distractor in any layer), ``/strips/top_index`` and ``/strips/bottom_index``
+    ``/distractor/<ABBR>`` (only if the mock-up holds distractors: distractor in any layer),
+    ``/strips/top_index`` and ``/strips/bottom_index``
     (int16, -1 = no strip), root attribute ``mockup`` (JSON: recipes, thicknesses, seed,
     instrument) and ``pigments`` (JSON list of {abbreviation, name} of the classes).
     """

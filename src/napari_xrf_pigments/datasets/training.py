@@ -286,7 +286,8 @@ def generate_training_set(
     -------
     TrainingSet
         Poisson counts (n, channels) on the base readout's axis, labels per pigment class
-        (present, top, and detectable if asked), per-spectrum ``params`` (layers, thicknesses, live time, instrument variant; with
+        (present, top, and detectable if asked), per-spectrum ``params`` (layers, thicknesses, live
+        time, instrument variant; with
         ``recipe.p_distractor > 0`` also ``distractor_present``/``distractor_top``, a
         distractor in any / the top layer) and the generation parameters as ``provenance``.
     """

@@ -57,7 +57,7 @@ def explain(path) -> str | None:
             "no maintained Python reader exists for it"
         )
         if rank < 3:
-            text += " (and a rank-%d scan holds scalers, not spectra)" % rank
+            text += f" (and a rank-{rank} scan holds scalers, not spectra)"
         alternatives = _alternatives(path)
         if alternatives:
             return text + f"; open its HDF5 conversion instead: {alternatives[0]}"

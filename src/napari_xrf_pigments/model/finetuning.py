@@ -33,7 +33,8 @@ import numpy as np
 from ..errors import InvalidDataError
 from ..progress import Progress
 from ..trainset import TrainingSet
-from .defaults import FINETUNE_DEFAULTS as _D, THRESHOLD
+from .defaults import FINETUNE_DEFAULTS as _D
+from .defaults import THRESHOLD
 from .files import DEFAULT_MODEL_DIR, ModelFileError, PigmentModel, load_model
 from .metrics import METRICS, evaluate_predictions
 

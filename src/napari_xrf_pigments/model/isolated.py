@@ -313,10 +313,10 @@ def predict_job(cube_spec, model_path=None, *, device: str | None = None):
     -------
     (PigmentPrediction, model name)
     """
+    from ..progress import Progress
     from .files import load_model
     from .predict import DEFAULT_BATCH_CPU, predict_cube
     from .preflight import preflight_warnings
-    from ..progress import Progress
 
     cube = open_portable(cube_spec)
     yield Progress(0, cube.shape[0], "loading the model")
@@ -392,8 +392,8 @@ def adapt_job(out, instrument, base_model=None, background=None, *, n: int, seed
 
 def gpu_job():
     """Child job: whether the Keras backend sees a GPU."""
-    from .predict import gpu_available
     from ..progress import Progress
+    from .predict import gpu_available
 
     yield Progress(0, 1, "looking for a GPU")
     return gpu_available()

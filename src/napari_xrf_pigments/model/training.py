@@ -32,7 +32,8 @@ from ..preprocess import Preprocessing
 from ..progress import Progress
 from ..trainset import TrainingSet, as_pigment_labels, read_training_set
 from .architecture import PAPER_CONFIG, build_model, compile_model
-from .defaults import LR_SCHEDULES, THRESHOLD, TRAIN_DEFAULTS as _D
+from .defaults import LR_SCHEDULES, THRESHOLD
+from .defaults import TRAIN_DEFAULTS as _D
 from .files import PigmentModel, load_model
 from .metrics import apply_temperature, evaluate_predictions, fit_calibration
 

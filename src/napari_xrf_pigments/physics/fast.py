@@ -21,7 +21,8 @@ present, and one ``(batch, rows) @ (rows, channels)`` product.
 
 The result equals :class:`~.faithful.FaithfulSimulator` (PyMca's McaTheory +
 ConcentrationsTool) to about 1e-6 of the spectrum maximum (the dropped weak lines), including
-PyMca's way of setting line ratios inside a group when an element sits in several layers (``line_ratios="pymca"``, the default: ratios from the
+PyMca's way of setting line ratios inside a group when an element sits in several layers
+(``line_ratios="pymca"``, the default: ratios from the
 layers' rates at unit concentration, summed). ``line_ratios="exact"`` weights each layer's lines
 by its mass fraction instead, which is the physically exact primary fluorescence.
 """
@@ -37,7 +38,7 @@ import numpy as np
 from ..errors import InvalidDataError
 from . import _pymca
 from ._common import sin_angles
-from .scatter import compton_energy, compton_dcs, rayleigh_dcs
+from .scatter import compton_dcs, compton_energy, rayleigh_dcs
 
 # McaTheory drops lines weaker than this fraction of the strongest in their group
 # (Elements._filterPeaks(ithreshold=0.00005)) and rescales the others to keep the total.

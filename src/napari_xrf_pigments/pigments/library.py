@@ -15,7 +15,8 @@ fractions of a mixture used in place of the pigment in mock-ups.
 
 Optional keys of every entry: ``evidence``, the element symbols XRF must see for the material to
 be called (each in its formula or a substitute's formula), ``typical``, composition ranges of real
-samples, ``source``, a short citation, and ``note``. A ``"distractor"`` is an out-of-library paint that is never a class (for open-set
+samples, ``source``, a short citation, and ``note``. A ``"distractor"`` is an out-of-library paint
+that is never a class (for open-set
 training and testing); it needs ``split``: ``"train"`` or ``"test"``.
 
 An optional ``"mixtures"`` list names pigment mixtures (the built-in file holds Table 2 of the

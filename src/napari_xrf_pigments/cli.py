@@ -15,6 +15,7 @@ import sys
 import threading
 
 from . import __version__
+from ._quiet import native_stderr_silenced
 from .errors import XRFPigmentsError
 
 EXIT_USAGE_OR_INPUT = 2
@@ -407,24 +408,11 @@ def _tensorflow_startup_quiet():
     before (and make multi-line) any error. Only file descriptor 2 is redirected, only while the
     model loads; Python-level messages after it are untouched.
     """
-    import os
-    import tempfile
-
     if _DEBUG:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with native_stderr_silenced():
+        yield
 
 
 def _require_calibrated(cube, path):

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._quiet import native_stderr_silenced
 from .cube import XRFCube
 from .errors import ClusterError, InvalidDataError
 from .progress import Progress
@@ -516,22 +517,9 @@ def _native_startup_quiet():
     """TensorFlow's C++ start-up lines (oneDNN, CUDA probing) go nowhere in a worker: printed
     before absl starts they ignore ``TF_CPP_MIN_LOG_LEVEL``, and a LocalCluster's workers share
     the terminal of the command. Python errors still travel back to the client with the task."""
-    import sys
-    import tempfile
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with native_stderr_silenced():
+        yield
 
 
 def _block_on_grid(ref: CubeRef, predictor, rows: slice) -> np.ndarray:

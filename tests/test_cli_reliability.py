@@ -133,7 +133,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_old_output(command, inputs, smal
     before = _listing(disk)
     out = disk / name.rstrip("/")
     done = _xrf_pigments(_command(command, inputs, out))
-    # Not -11: HDF5 crashes on ENOSPC unless the file is written through io._atomic.atomic_hdf5.
+    # Not -11: HDF5 crashes on ENOSPC unless the file is written through atomic.atomic_hdf5.
     assert done.returncode == 2, done.stderr[-3000:]
     _assert_one_line_error(done.stderr, command, out, FULL)
     assert _listing(disk) == before  # no .part file or folder
@@ -288,7 +288,7 @@ def test_sigterm_during_the_final_write_leaves_no_part_file(tmp_path):
 _HDF5_WRITER = """
 import sys
 import numpy as np
-from napari_xrf_pigments.io._atomic import atomic_hdf5
+from napari_xrf_pigments.atomic import atomic_hdf5
 
 data = np.random.default_rng(0).random((256, 512)).astype("f4")
 try:

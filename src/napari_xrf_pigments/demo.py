@@ -123,7 +123,7 @@ def run_demo(out, *, force: bool = False, drive=None, workers: int | None = None
     -------
     DemoResult
     """
-    from .io._atomic import naming_write_errors, normal_permissions
+    from .atomic import naming_write_errors, normal_permissions
 
     out = Path(out).absolute()
     _check_out(out, force)

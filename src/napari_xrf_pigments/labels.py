@@ -593,7 +593,7 @@ def write_labels(path, labels: ShapeLabels, *, force: bool = False) -> Path:
     OutputExistsError
         If ``path`` exists and ``force`` is false.
     """
-    from .io._atomic import atomic_output
+    from .atomic import atomic_output
 
     text = json.dumps(labels_to_json(labels), indent=1, allow_nan=False)
     with atomic_output(path, force=force) as tmp:

@@ -308,7 +308,7 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
     """
     import json
 
-    from ..io._atomic import atomic_hdf5
+    from ..atomic import atomic_hdf5
     from ..pigments import load_pigment_library
 
     library = load_pigment_library() if library is None else library

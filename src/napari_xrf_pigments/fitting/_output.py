@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..io._atomic import check_output_path
+from ..atomic import check_output_path
 from ..progress import Progress
 from ._engine import STATISTICS, FitResult, fit_cube_job
 

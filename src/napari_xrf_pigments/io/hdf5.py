@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_hdf5
 from ..cube import EnergyAxis, XRFCube, default_rows_per_block
 from ..errors import UnreadableFileError
 from ..progress import Progress, run
-from ._atomic import atomic_hdf5
 from ._common import (
     as_str,
     check_dtype,
@@ -885,7 +885,7 @@ def create_nexus(h5, *, shape, dtype, energy: EnergyAxis, source=None, format: s
     Parameters
     ----------
     h5 : h5py.File
-        Open for writing (from :func:`~napari_xrf_pigments.io._atomic.atomic_hdf5`).
+        Open for writing (from :func:`~napari_xrf_pigments.atomic.atomic_hdf5`).
     shape : tuple of int
         (rows, columns, channels).
     dtype : numpy dtype

@@ -103,7 +103,7 @@ def open_maps_writer(path, shape, *, force: bool = False):
     force : bool
         Replace an existing file.
     """
-    from ._atomic import atomic_hdf5
+    from ..atomic import atomic_hdf5
 
     with atomic_hdf5(path, force=force) as f:
         yield MapsWriter(f, shape)

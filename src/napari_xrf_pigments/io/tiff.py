@@ -70,7 +70,7 @@ def write_maps_tiff(path, maps: Mapping, *, root_attrs: Mapping | None = None,
     """
     import tifffile
 
-    from ._atomic import atomic_output
+    from ..atomic import atomic_output
 
     if not maps:
         raise InvalidDataError("there are no maps to export")

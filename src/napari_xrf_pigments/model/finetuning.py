@@ -93,13 +93,13 @@ class FinetuneResult:
 
 def check_finetune_output(path, base_path=None, *, force: bool = False) -> Path:
     """Refuse an output that would overwrite the base or the shipped model; see
-    :func:`~napari_xrf_pigments.io._atomic.check_output_path` for the rest.
+    :func:`~napari_xrf_pigments.atomic.check_output_path` for the rest.
 
     Raises
     ------
     ModelFileError, OutputExistsError, FileNotFoundError
     """
-    from ..io._atomic import check_output_path
+    from ..atomic import check_output_path
 
     out = Path(path).resolve()
     protected = [("the shipped model", Path(DEFAULT_MODEL_DIR).resolve())]

@@ -19,7 +19,8 @@ from napari_xrf_pigments.errors import (  # noqa: E402
 from napari_xrf_pigments.io.maps import read_maps  # noqa: E402
 from napari_xrf_pigments.model.architecture import build_model  # noqa: E402
 from napari_xrf_pigments.model.files import PigmentModel, load_model  # noqa: E402
-from napari_xrf_pigments.model.predict import Predictor, predict_cube, predict_to_file  # noqa: E402
+from napari_xrf_pigments.model.predict import predict_cube, predict_to_file  # noqa: E402
+from napari_xrf_pigments.model.predictor import Predictor  # noqa: E402
 from napari_xrf_pigments.preprocess import Preprocessing  # noqa: E402
 from napari_xrf_pigments.progress import run  # noqa: E402
 
@@ -49,6 +50,7 @@ def random_model(n_channels, *, padding="same", kernels=(5, 3, 3, 3, 3)):
     return PigmentModel(net, (("A", "a"), ("B", "b"), ("C", "c")), Preprocessing(grid))
 
 
+@pytest.mark.slow  # ~5 s per network: both engines built and run
 @pytest.mark.parametrize(
     "n_channels, padding, kernels",
     [(3815, "same", (5, 3, 3, 3, 3)), (203, "same", (5, 3, 3, 3, 3)),
@@ -68,6 +70,7 @@ def test_fast_engine_matches_the_keras_model(n_channels, padding, kernels):
     np.testing.assert_allclose(keras_path["present"], got["present"], atol=2e-5)
 
 
+@pytest.mark.slow  # ~4 s
 def test_numpy_h5py_and_dask_cubes_give_identical_maps(model, tmp_path):
     import dask.array as da
 
@@ -87,6 +90,7 @@ def test_numpy_h5py_and_dask_cubes_give_identical_maps(model, tmp_path):
     assert results[0].maps["present"].shape == (6, 5, 4)
 
 
+@pytest.mark.slow  # ~4 s
 def test_maps_find_the_pigments(model):
     counts, present = cube_counts(8, 8, seed=9)
     cube = XRFCube.from_array(counts, energy=ENERGY)
@@ -149,6 +153,7 @@ def test_predict_to_file_layout(model, tmp_path):
         run(predict_to_file(cube, out, model))
 
 
+@pytest.mark.slow  # ~4 s
 def test_group_columns_write_their_members(tmp_path):
     """A model column standing for a group of pigments gets a map with ``members`` (names)."""
     net = build_model(150, 3, filters=(8, 8, 8, 8, 16), kernel_sizes=(4, 5, 3, 3, 2),
@@ -166,6 +171,7 @@ def test_group_columns_write_their_members(tmp_path):
     assert "members" not in maps["A"][1]
 
 
+@pytest.mark.slow  # ~4 s
 def test_cancel_leaves_no_file(model, tmp_path):
     counts, _ = cube_counts(6, 5)
     cube = XRFCube.from_array(counts, energy=ENERGY)
@@ -177,6 +183,7 @@ def test_cancel_leaves_no_file(model, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # ~4 s
 def test_requested_batch_size_and_single_spectrum(model):
     spectra, _, _ = make_set(3, seed=1)
     res = model.predictor(batch_size=2).predict_spectra(spectra[0], ENERGY)

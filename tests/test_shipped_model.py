@@ -58,6 +58,7 @@ def test_shipped_model_finds_the_strips_of_an_unseen_mockup(shipped):
     assert np.nanmin(maps[..., shipped.abbreviations.index("VM")][top4]) > 0.9
 
 
+@pytest.mark.slow  # predicts a mock-up
 def test_a_failing_evidence_step_still_gives_the_maps(shipped, monkeypatch):
     from napari_xrf_pigments import evidence
 
@@ -81,16 +82,17 @@ def test_a_failing_evidence_step_still_gives_the_maps(shipped, monkeypatch):
     np.testing.assert_array_equal(checked.raw["present"], unchecked.maps["present"])
 
 
+@pytest.mark.slow  # predicts a mock-up twice
 def test_maps_streamed_to_file_equal_the_maps_in_memory(shipped, monkeypatch, tmp_path):
     """predict_to_file writes block by block; the file holds what predict_cube returns."""
     from napari_xrf_pigments import evidence
     from napari_xrf_pigments.io.maps import read_maps
-    from napari_xrf_pigments.model import predict
+    from napari_xrf_pigments.model import predictor
     from napari_xrf_pigments.model.predict import predict_to_file
 
     layout = crossed_strips(("SrY", "VM"), ("LW",), strip_px=2, gap_px=1, margin_px=1)
     cube, _ = run(simulate_mockup(layout, seed=5, live_time_s=1.0))
-    monkeypatch.setattr(predict, "SPECTRA_PER_BLOCK", 2 * cube.shape[1])  # blocks of 2 rows
+    monkeypatch.setattr(predictor, "SPECTRA_PER_BLOCK", 2 * cube.shape[1])  # blocks of 2 rows
     memory = run(predict_cube(cube, shipped, batch_size=4))
     maps, root = read_maps(run(predict_to_file(cube, tmp_path / "a.h5", shipped, batch_size=4)))
     assert root["evidence"] == "checked" and "unexplained_Sr" in maps

@@ -6,7 +6,8 @@ Submodules load Keras (and TensorFlow) only when used; importing this package do
 - :mod:`.training` -- :func:`train` (k-fold cross-validation, a progress generator)
 - :mod:`.metrics` -- per-pigment accuracy, sensitivity, precision, F1; Table-3 layout
 - :mod:`.files` -- :func:`save_model`, :func:`load_model` (cached, safe_mode)
-- :mod:`.predict` -- :class:`Predictor`, :func:`predict_cube`, :func:`predict_to_file`
+- :mod:`.predictor` -- :class:`Predictor` (compiled inference on blocks of spectra)
+- :mod:`.predict` -- :func:`predict_cube`, :func:`predict_to_file` (a cube or file to maps)
 - :mod:`.finetuning` -- :func:`finetune` (two-stage transfer learning on labelled pixels)
 """
 
@@ -29,7 +30,7 @@ _EXPORTS = {
     "read_metadata": "files",
     "default_model_path": "files",
     "ModelFileError": "files",
-    "Predictor": "predict",
+    "Predictor": "predictor",
     "predict_cube": "predict",
     "predict_to_file": "predict",
     "finetune": "finetuning",

@@ -12,7 +12,7 @@ function as the Keras model (up to float32 rounding), with less work:
 - kernel-3 convolutions use Winograd F(6,3) (Lavin & Gray 2016): 8 channel-mixing matrix
   products per 6 outputs instead of 18, 2.25x fewer multiply-adds than the direct convolution.
   Probabilities agree with the Keras model to ~1e-7 (checked on first use by
-  :class:`.predict.Predictor`, which falls back to Keras if they do not).
+  :class:`.predictor.Predictor`, which falls back to Keras if they do not).
 
 Only ``keras.ops`` is used in the graph, so it runs on any Keras backend.
 """

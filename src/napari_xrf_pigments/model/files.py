@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import InvalidDataError, XRFPigmentsError
 from ..preprocess import Preprocessing
 from ..trainset import PigmentLabel, as_pigment_labels
+from .predictor import Predictor
 
 MODEL_FORMAT = "napari-xrf-pigments/model"
 MODEL_FORMAT_VERSION = 1
@@ -120,9 +121,7 @@ class PigmentModel:
             )
 
     def predictor(self, **kwargs):
-        """A cached :class:`~napari_xrf_pigments.model.predict.Predictor` for this model."""
-        from .predict import Predictor
-
+        """A cached :class:`~napari_xrf_pigments.model.predictor.Predictor` for this model."""
         key = tuple(sorted(kwargs.items()))
         with self._lock:
             pred = self._cache.get(("predictor", key))
@@ -237,7 +236,7 @@ def save_model(
     """
     import keras
 
-    from ..io._atomic import check_output_path, naming_write_errors, normal_permissions
+    from ..atomic import check_output_path, naming_write_errors, normal_permissions
 
     pigments = as_pigment_labels(pigments)
     meta = build_metadata(

@@ -315,7 +315,8 @@ def predict_job(cube_spec, model_path=None, *, device: str | None = None):
     """
     from ..progress import Progress
     from .files import load_model
-    from .predict import DEFAULT_BATCH_CPU, predict_cube
+    from .predict import predict_cube
+    from .predictor import DEFAULT_BATCH_CPU
     from .preflight import preflight_warnings
 
     cube = open_portable(cube_spec)
@@ -393,7 +394,7 @@ def adapt_job(out, instrument, base_model=None, background=None, *, n: int, seed
 def gpu_job():
     """Child job: whether the Keras backend sees a GPU."""
     from ..progress import Progress
-    from .predict import gpu_available
+    from .predictor import gpu_available
 
     yield Progress(0, 1, "looking for a GPU")
     return gpu_available()

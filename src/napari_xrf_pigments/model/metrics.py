@@ -306,7 +306,7 @@ def pigment_maps_arrays(maps) -> tuple[list, np.ndarray, np.ndarray | None]:
     maps : str, Path or dict
         A pigment maps file (``xrf-pigments predict``), or its content as
         :func:`~napari_xrf_pigments.io.maps.read_maps` returns it / as
-        :meth:`~.predict.PigmentPrediction.to_maps` gives it.
+        :meth:`~.predictor.PigmentPrediction.to_maps` gives it.
 
     Returns
     -------

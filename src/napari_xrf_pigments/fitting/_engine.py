@@ -31,6 +31,7 @@ import datetime
 import math
 import os
 import pickle
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -254,21 +255,11 @@ class _Pool:
             initializer=_worker.init_worker,
             initargs=(True, os.getpid()),
         )
-        # Start the processes now so they boot while the parent builds the model. Each submit
-        # spawns one, with this environment: one BLAS thread per worker (the workers are the
-        # parallelism; idle OpenBLAS threads spin and steal the cores), set here because
-        # spawn re-imports the main script, which may load numpy before the initializer runs.
-        saved = {name: os.environ.get(name) for name in _worker.BLAS_THREAD_VARIABLES}
-        os.environ.update({name: "1" for name in saved})
-        try:
-            self.warm = [self.executor.submit(_worker.warm_up) for _ in range(workers)]
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-        self.processes = []
+        # Start the processes now so they boot while the parent builds the model (each submit
+        # spawns one). Each worker limits BLAS to one thread in its initializer: the workers
+        # are the parallelism, and idle OpenBLAS threads spin and steal the cores.
+        self.warm = [self.executor.submit(_worker.warm_up) for _ in range(workers)]
+        self._release = None
 
     @property
     def slots(self) -> int:
@@ -288,14 +279,12 @@ class _Pool:
         """The chunk's result; a dead worker process is a :class:`FitError`."""
         return _result(future)
 
-    def _remember_processes(self):
-        # The executor forgets its processes on shutdown; keep them to join them ourselves.
-        self.processes += [p for p in (self.executor._processes or {}).values() if p not in self.processes]
-
     def release(self):
         """Let the workers exit once idle (they are joined by :meth:`close`)."""
-        self._remember_processes()
-        self.executor.shutdown(wait=False)
+        # shutdown(wait=True) returns once the executor has joined its processes; in a thread,
+        # so that the fit goes on meanwhile (with wait=False nothing public would join them).
+        self._release = threading.Thread(target=self.executor.shutdown, name="xrf-fit-release", daemon=True)
+        self._release.start()
 
     def close(self, kill: bool):
         """Join the workers; ``kill`` (cancel, error): drop the chunks not yet started.
@@ -304,13 +293,10 @@ class _Pool:
         workers terminated: a worker killed while sending its result leaves the executor's
         manager thread blocked on a half-written message, which hangs interpreter exit.
         """
-        self._remember_processes()
+        if self._release is not None:
+            self._release.join()
+        # With wait=True the executor joins its worker processes before returning.
         self.executor.shutdown(wait=True, cancel_futures=kill)
-        for p in self.processes:
-            p.join(timeout=10)
-            if p.is_alive():  # pragma: no cover - a worker that does not exit
-                p.kill()
-                p.join(timeout=5)
 
 
 def _result(future):

@@ -91,6 +91,13 @@ def init_worker(single_thread_blas: bool = True, parent_pid: int | None = None) 
     from PyMca5.PyMcaMath.fitting import SpecfitFuns  # noqa: F401
     from PyMca5.PyMcaMath.linalg import lstsq  # noqa: F401
 
+    if single_thread_blas:
+        # numpy may have loaded before this (spawn re-imports the main script, which may import
+        # it): limit the BLAS and OpenMP pools already loaded through their own APIs.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+
 
 def _end_with_parent(parent_pid: int) -> None:
     """Have the kernel kill this worker when the parent dies (Linux), even by SIGKILL: a worker

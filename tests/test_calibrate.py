@@ -77,6 +77,7 @@ def line_spectrum(zero, gain, quad=0.0, *, n=2048, seed=0, lines=None, resolutio
 # -- simulated mock-ups --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # simulates a mock-up (PyMca), once per session
 @pytest.mark.parametrize("offset_keV, gain_error", [
     (-0.100, -0.005), (-0.065, 0.0), (0.030, -0.005), (0.100, 0.005),
 ])
@@ -97,6 +98,7 @@ def test_a_misstated_calibration_of_a_simulated_mockup_is_recovered(offset_keV, 
         largest_error_keV(stated.energy.energies(), truth), abs=0.010)
 
 
+@pytest.mark.slow  # simulates a mock-up (PyMca), once per session
 def test_an_uncalibrated_mockup_is_recovered_from_a_rough_guess():
     cube = mockup()
     raw = XRFCube(cube.counts, EnergyAxis.uncalibrated(cube.n_channels), metadata=cube.metadata)
@@ -112,6 +114,7 @@ def test_an_uncalibrated_mockup_is_recovered_from_a_rough_guess():
     assert found.offset_at(6.4) == pytest.approx(0.4 + 0.03 * 6.4, abs=0.01)
 
 
+@pytest.mark.slow  # simulates a mock-up (PyMca), once per session
 def test_the_job_reports_progress_and_apply_keeps_the_counts():
     cube = misstated(mockup(), 0.05, 0.0)
     steps = []
@@ -243,6 +246,7 @@ def misstated_file(tmp_path):
     return path
 
 
+@pytest.mark.slow  # simulates a mock-up (PyMca), once per session
 def test_cli_calibrate_prints_and_writes_a_new_cube(misstated_file, tmp_path, capsys):
     from napari_xrf_pigments.io import open_cube
 
@@ -273,6 +277,7 @@ def test_cli_calibrate_prints_and_writes_a_new_cube(misstated_file, tmp_path, ca
     assert digest(misstated_file) == before
 
 
+@pytest.mark.slow  # simulates a mock-up (PyMca), once per session
 def test_cli_calibrate_json(misstated_file, capsys):
     assert main(["calibrate", str(misstated_file), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -282,6 +287,7 @@ def test_cli_calibrate_json(misstated_file, capsys):
     assert result["stated"]["zero_keV"] == pytest.approx(0.065)
 
 
+@pytest.mark.slow  # simulates a mock-up (PyMca), once per session
 def test_cli_calibrate_fails_with_one_line_and_writes_nothing(tmp_path, capsys):
     from napari_xrf_pigments.io import write_cube
 

@@ -66,6 +66,7 @@ def test_mockup_counts_follow_the_physics(small_mockup):
     assert cr[exposed].mean() > 5 * cr[buried].mean() > 5 * cr[~cr_where].mean()
 
 
+@pytest.mark.slow  # simulates a second mock-up
 def test_mockup_is_deterministic_for_a_seed(small_mockup):
     again, _ = run(simulate_mockup(SMALL, seed=3))
     other, _ = run(simulate_mockup(SMALL, seed=4))
@@ -73,6 +74,7 @@ def test_mockup_is_deterministic_for_a_seed(small_mockup):
     assert not np.array_equal(other.counts, small_mockup[0].counts)
 
 
+@pytest.mark.slow  # simulates training sets
 def test_training_set_labels_and_determinism():
     recipe = TrainingRecipe(n_instruments=2, readouts_per_instrument=2)
     ts = run(generate_training_set(300, seed=5, recipe=recipe))
@@ -89,6 +91,7 @@ def test_training_set_labels_and_determinism():
     assert ts.spectra[live > 3].sum(axis=1).mean() > 5 * ts.spectra[live < 0.3].sum(axis=1).mean()
 
 
+@pytest.mark.slow  # simulates a mock-up and a training set
 def test_cli_mockup_and_simulate_write_readable_files(tmp_path, capsys):
     cube_path, truth_path, train_path = tmp_path / "m.h5", tmp_path / "t.h5", tmp_path / "s.h5"
     assert main(["mockup", "--out", str(cube_path), "--truth", str(truth_path), "--seed", "1",
@@ -183,6 +186,7 @@ def test_mockup_strips_may_be_mass_parts_of_materials():
             strip_pigments(bad, lib)
 
 
+@pytest.mark.slow  # simulates training sets
 def test_noise_free_training_set_has_the_same_paint():
     recipe = TrainingRecipe(**TINY)
     noisy = run(generate_training_set(40, seed=4, recipe=recipe))
@@ -196,6 +200,7 @@ def test_noise_free_training_set_has_the_same_paint():
     assert np.all(np.abs(total_noisy - total_clean) < 6 * np.sqrt(total_clean) + 5)
 
 
+@pytest.mark.slow  # simulates a training set
 def test_group_labels_follow_their_members():
     lib = load_pigment_library()
     ts = run(generate_training_set(120, seed=6, recipe=TrainingRecipe(**TINY)))
@@ -210,6 +215,7 @@ def test_group_labels_follow_their_members():
         assert not (ts.detectable[:, column] & ~ts.present[:, column]).any()
 
 
+@pytest.mark.slow  # simulates mock-ups
 def test_distractors_in_the_library_leave_mockups_unchanged(small_mockup):
     from napari_xrf_pigments.pigments import load_pigment_library
 
@@ -222,6 +228,7 @@ def test_distractors_in_the_library_leave_mockups_unchanged(small_mockup):
 TINY = dict(n_instruments=2, readouts_per_instrument=2)
 
 
+@pytest.mark.slow  # simulates training sets
 def test_default_recipe_draws_no_distractors_and_is_unchanged():
     from napari_xrf_pigments.pigments import load_pigment_library
 
@@ -266,6 +273,7 @@ def test_sampler_draws_only_distractors_of_the_split():
         assert 150 < pure < 250  # half of the layers are a pure distractor
 
 
+@pytest.mark.slow  # simulates a training set
 def test_training_set_with_distractors():
     from napari_xrf_pigments.pigments import load_pigment_library
 
@@ -285,6 +293,7 @@ def test_training_set_with_distractors():
     assert np.median(cd) > 5 * np.median(cd_plain)
 
 
+@pytest.mark.slow  # simulates a training set
 def test_cli_simulate_with_distractors(tmp_path, capsys):
     path = tmp_path / "s.h5"
     assert main(["simulate", "--out", str(path), "--n", "48", "--seed", "1",
@@ -298,6 +307,7 @@ def test_cli_simulate_with_distractors(tmp_path, capsys):
         assert "--distractors" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # simulates spectra
 def test_detectable_labels_follow_the_physics():
     """Chrome oxide green under 150 um of vermilion sends no Cr K to the detector; exposed,
     or under a thin lead-free layer, it does."""
@@ -326,6 +336,7 @@ def test_detectable_labels_follow_the_physics():
     assert swapped.layers[0].thickness_um == 60.0
 
 
+@pytest.mark.slow  # simulates a mock-up
 def test_mockup_truth_has_detectable_labels(tmp_path):
     layout = crossed_strips(("Top 4",), ("Bottom 3A",), strip_px=3, gap_px=2, margin_px=2)
     _, truth = run(simulate_mockup(layout, seed=1, live_time_s=1.0))
@@ -339,6 +350,7 @@ def test_mockup_truth_has_detectable_labels(tmp_path):
     np.testing.assert_array_equal(back["detectable"]["CrG"], crg_seen)
 
 
+@pytest.mark.slow  # simulates a mock-up
 def test_cli_mockup_with_a_user_library(tmp_path, capsys):
     import json
 

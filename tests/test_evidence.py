@@ -56,6 +56,7 @@ def test_line_groups_split_by_subshell_and_own_edges():
     assert set(line_groups("Fe", 2.8, 30.0)) == {"Ka", "Kb"}
 
 
+@pytest.mark.slow  # the module's simulated spectra (FastSimulator)
 def test_elements_present_are_significant_and_absent_ones_are_not(spectra):
     fit = ElementFit(GRID, tube="Rh")
     fit.estimate_resolution(np.vstack(list(spectra.values())))
@@ -73,6 +74,7 @@ def test_elements_present_are_significant_and_absent_ones_are_not(spectra):
             assert np.all(z_of(fit, spectra[name], element) < 4), (name, element)
 
 
+@pytest.mark.slow  # the module's simulated spectra (FastSimulator)
 def test_rh_tube_lines_are_never_counted_as_seen(spectra):
     fit = ElementFit(GRID, tube="Rh")
     sig = fit.fit(spectra["vermilion"])

@@ -73,6 +73,7 @@ def test_split_is_seeded_disjoint_20_80():
         split_labelled(100, fraction=1.0, validation_fraction=0.2, seed=0)
 
 
+@pytest.mark.slow  # finetunes the tiny model
 def test_two_stages_yield_progress_per_epoch():
     result, steps = fast_result()
     assert steps[0].info is None and steps[1].info["stage"] == 0  # extraction, base losses
@@ -96,6 +97,7 @@ def test_two_stages_yield_progress_per_epoch():
     assert kept["val_loss"] == pytest.approx(min(seen))
 
 
+@pytest.mark.slow  # finetunes the tiny model
 def test_stage_one_trains_only_the_dense_head_and_the_base_is_untouched():
     result0, base_dir = tiny_trained()
     base = load_model(base_dir)
@@ -114,6 +116,7 @@ def test_stage_one_trains_only_the_dense_head_and_the_base_is_untouched():
         assert not changed
 
 
+@pytest.mark.slow  # finetunes the tiny model
 def test_saved_model_records_base_labels_and_split(tmp_path):
     result, _ = fast_result()
     _, base_dir = tiny_trained()
@@ -133,6 +136,7 @@ def test_saved_model_records_base_labels_and_split(tmp_path):
         result.save(path)
 
 
+@pytest.mark.slow  # finetunes the tiny model
 def test_never_overwrites_the_base_or_the_shipped_model(tmp_path):
     result, _ = fast_result()
     _, base_dir = tiny_trained()
@@ -146,6 +150,7 @@ def test_never_overwrites_the_base_or_the_shipped_model(tmp_path):
     assert check_finetune_output(tmp_path / "new", base_dir) == tmp_path / "new"
 
 
+@pytest.mark.slow  # finetunes the tiny model
 def test_cancel_between_epochs_leaves_no_output(tmp_path):
     _, base_dir = tiny_trained()
     out = tmp_path / "finetuned"
@@ -165,6 +170,7 @@ def test_labels_must_cover_the_model_pigments():
         run(finetune(base_dir, None, other, **FAST))
 
 
+@pytest.mark.slow  # finetunes the tiny model
 def test_comparison_table_sits_before_and_after_side_by_side():
     result, _ = fast_result()
     text = format_comparison(result.before, result.after, title="T")

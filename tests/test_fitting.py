@@ -368,6 +368,7 @@ def test_cli_fit_end_to_end(cube, tmp_path, capsys):
         assert group in captured.out
 
 
+@pytest.mark.slow  # three fits through the CLI
 def test_cli_fit_many_cubes_into_a_folder(cube, tmp_path, capsys):
     """#17: one maps file per cube in --out-dir, identical to single-cube runs; existing maps
     files skipped unless --force; two cubes of one name refused before any work."""

@@ -31,6 +31,7 @@ def test_the_bruker_m6_file_describes_its_tube_detector_and_readout(real_data, t
     assert Instrument.load(tmp_path / "m6.json") == instrument
 
 
+@pytest.mark.slow  # simulates a mock-up
 def test_a_simulated_cube_gives_back_its_whole_instrument():
     from napari_xrf_pigments.datasets.mockup import crossed_strips, simulate_mockup
     from napari_xrf_pigments.progress import run

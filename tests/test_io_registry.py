@@ -33,6 +33,7 @@ def test_mda_refused_with_the_hdf5_alternative(real_data, name):
         assert "scalers, not spectra" in str(err.value)
 
 
+@pytest.mark.slow  # opens every real file
 @pytest.mark.realdata
 def test_sniff_agrees_with_open_on_every_real_file(real_data):
     for path in sorted(p for p in real_data.rglob("*") if p.is_file()):

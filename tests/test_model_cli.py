@@ -16,6 +16,7 @@ from napari_xrf_pigments.io.maps import read_maps  # noqa: E402
 from napari_xrf_pigments.model import files  # noqa: E402
 
 
+@pytest.mark.slow  # trains a model
 def test_cli_train_writes_a_model(tmp_path, capsys):
     data = write_set(tmp_path / "train.h5", n=100)
     out = tmp_path / "model"
@@ -33,6 +34,7 @@ def test_cli_train_writes_a_model(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains a model
 def test_cli_train_on_detectable_labels(tmp_path, capsys):
     plain = write_set(tmp_path / "plain.h5", n=100)
     out = tmp_path / "model"
@@ -49,6 +51,7 @@ def test_cli_train_on_detectable_labels(tmp_path, capsys):
     assert "detectable_f1_mean" in meta["metrics"]["summary"]
 
 
+@pytest.mark.slow  # ~3 s
 def test_cli_evaluate_prints_table_and_json(tmp_path, capsys):
     _, model_dir = tiny_trained()
     data = write_set(tmp_path / "test.h5", n=100, seed=21)
@@ -60,6 +63,7 @@ def test_cli_evaluate_prints_table_and_json(tmp_path, capsys):
     assert "top_assignment_accuracy" in result["summary"]
 
 
+@pytest.mark.slow  # ~3 s
 def test_cli_predict_writes_maps(tmp_path, capsys):
     _, model_dir = tiny_trained()
     spectra, _, _ = make_set(12, seed=8)
@@ -74,6 +78,7 @@ def test_cli_predict_writes_maps(tmp_path, capsys):
     assert main(argv + ["--force"]) == 0
 
 
+@pytest.mark.slow  # ~4 s
 def test_cli_predict_many_cubes_into_a_folder_resumes_and_matches_one_by_one(tmp_path, capsys):
     """#17: several cubes (a glob), one maps file per cube, existing ones skipped; a failing cube
     is one line and the others are written; the maps equal those of a single-cube run."""

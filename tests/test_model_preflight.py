@@ -171,6 +171,7 @@ def test_metadata_without_a_tube(mockup, model):
     assert "trained with Rh 40 kV and variants (Rh, W, Mo anodes, 31-49 kV)" in items[0].message
 
 
+@pytest.mark.slow  # simulates spectra
 def test_a_chromium_tube_at_25_kV_is_unlike_the_training_instruments(model):
     layout = crossed_strips(("Top 4",), ("Bottom 2A",), strip_px=4)
     instrument = Instrument(name="Cr tube", tube=Tube(anode="Cr", voltage_kV=25.0))

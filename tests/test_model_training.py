@@ -130,6 +130,7 @@ def test_metrics_with_detectable_labels():
     assert "Detectable" in table.splitlines()[0] and "detectable F1 min 1.000" in table
 
 
+@pytest.mark.slow  # trains a model
 def test_evaluate_scores_held_out_data(tmp_path):
     result, model_dir = tiny_trained()
     path = write_set(tmp_path / "test.h5", n=200, seed=11)
@@ -163,6 +164,7 @@ def test_k_fold_keeps_the_best_fold():
     assert meta["best_fold"] == best["fold"] and meta["augmentation"]["shift_channels"] == 1
 
 
+@pytest.mark.slow  # trains a model per schedule
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_learning_rate_schedule(schedule):
     spectra, present, top = make_set(200, seed=5)
@@ -185,6 +187,7 @@ def test_unknown_learning_rate_schedule_is_refused():
         run(train(data, folds=1, epochs=1, architecture=TINY_ARCH, lr_schedule="step"))
 
 
+@pytest.mark.slow  # trains a model
 def test_half_channel_shift_rounds_up_to_one_channel():
     spectra, present, top = make_set(60, seed=7)
     data = TrainingSet(spectra, ENERGY, present, top, tuple(PIGMENTS))
@@ -209,6 +212,7 @@ def test_calibration_error_and_temperature():
     assert expected_calibration_error(np.array([True, False]), np.array([1.0, 0.0])) == 0.0
 
 
+@pytest.mark.slow  # simulates a training set and trains
 def test_groups_of_the_training_set_reach_the_model(tmp_path):
     """Group columns (a label true where any member's is) are trained like the others and
     recorded in the model's metadata."""

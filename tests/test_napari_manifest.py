@@ -55,6 +55,7 @@ def test_sample_data_is_the_mockup(manifest):
     assert sample.command == f"{PLUGIN}.sample_mockup"
 
 
+@pytest.mark.slow  # npe2 imports every command in a subprocess
 def test_npe2_validate():
     result = subprocess.run(
         [sys.executable, "-m", "npe2", "validate", "--imports", PLUGIN],

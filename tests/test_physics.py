@@ -163,6 +163,7 @@ def test_escape_peak_and_calibration(sim, lib):
     assert broad.max() < 0.8 * with_escape.max()
 
 
+@pytest.mark.slow  # PyMca's faithful simulation
 def test_exact_and_pymca_line_ratios(lib):
     from napari_xrf_pigments.physics import FastSimulator, Instrument
 

@@ -12,6 +12,9 @@ from napari_xrf_pigments.io import open_cube
 from napari_xrf_pigments.labels import rasterise, strip_shapes
 from napari_xrf_pigments.progress import Progress, run
 
+# Every test needs the sample mock-up simulated first (the module's fixture, ~5 s).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):

@@ -213,7 +213,7 @@ def test_clean_checkout_wheel_installs_alone_and_napari_lists_the_plugin(tmp_pat
         assert origin is not None, f"{python_name} is not in the wheel"
         assert Path(origin).resolve().is_relative_to(installed.resolve()), (python_name, origin)
 
-    # What napari lists: the reader, the seven widgets and the sample.
+    # What napari lists: the reader, the eight widgets and the sample.
     assert seen["display_name"] == "XRF Pigments"
     (reader,) = seen["readers"]
     assert reader["command"] == "napari-xrf-pigments.get_reader"
@@ -222,6 +222,7 @@ def test_clean_checkout_wheel_installs_alone_and_napari_lists_the_plugin(tmp_pat
     assert sorted(w["display_name"] for w in seen["widgets"]) == sorted([
         "Spectrum viewer", "Energy calibration", "Element maps", "Pigment maps",
         "Compare pigment and elements", "Finetune on labelled shapes", "Model for your instrument",
+        "Assemble point grid",
     ])
     assert all(w["command"] in seen["commands"] for w in seen["widgets"])
     samples = {s["key"]: s for s in seen["sample_data"]}

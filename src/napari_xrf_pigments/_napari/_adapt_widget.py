@@ -8,11 +8,15 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from napari.utils.notifications import show_error, show_info
 
 from ..model.defaults import ADAPT_DEFAULTS
+from ._confirm import confirm_replace
+from ._instrument_form import InstrumentForm
 from ._jobs import JobRunner, error_message
 from ._layers import cube_layers, cube_of
 
+TITLE = "Model for your instrument"
 ADAPT_TARGET = "napari_xrf_pigments.model.isolated:adapt_job"
 FROM_CUBE, FROM_FILE = "the cube's file", "an instrument file"
+FROM_DEFAULT = "the shipped model's instrument"
 
 
 def adapt_widget_job(out, instrument, background_cube=None, *, n: int):
@@ -40,11 +44,13 @@ class AdaptWidget(Container):
     """A pigment model for the scanner of a cube layer (``xrf-pigments adapt`` in napari).
 
     The instrument comes from the cube's file (its tube, detector, calibration and live time,
-    what ``xrf-pigments instrument`` reads; the rest is the shipped model's instrument) or from
-    an instrument file. The widget simulates spectra with it (with the cube's measured
-    background if asked), finetunes the shipped model on them in a child process (progress bar,
-    Cancel), shows the before/after scores on held-back spectra, and offers the new model to the
-    Pigment maps widget.
+    what ``xrf-pigments instrument`` reads; the rest is the shipped model's instrument), from
+    an instrument file, or from the shipped model's instrument; it fills a form (tube, angles,
+    air, detector, resolution, calibration, live time) whose edits are used, and which saves
+    as the instrument JSON the simulator reads. The widget simulates spectra with it (with the
+    cube's measured background if asked), finetunes the shipped model on them in a child
+    process (progress bar, Cancel), shows the before/after scores on held-back spectra, and
+    offers the new model to the Pigment maps widget.
 
     Parameters
     ----------
@@ -58,12 +64,19 @@ class AdaptWidget(Container):
 
         self.cube_combo = ComboBox(label="cube", choices=self._cube_names,
                                    tooltip="A scan made with the instrument")
-        self.source = ComboBox(label="instrument from", choices=[FROM_CUBE, FROM_FILE],
-                               value=FROM_CUBE)
+        self.source = ComboBox(label="instrument from",
+                               choices=[FROM_CUBE, FROM_FILE, FROM_DEFAULT], value=FROM_CUBE,
+                               tooltip="What fills the instrument form below (edit it to match "
+                                       "your instrument)")
         self.instrument_file = FileEdit(label="file", mode="r", nullable=True, visible=False,
                                         filter="*.json *.toml *.cfg",
                                         tooltip="xrf-pigments instrument file, or a PyMca .cfg")
         self.instrument_info = Label(value="")
+        self.form = InstrumentForm()
+        self.save_instrument_button = PushButton(
+            text="Save instrument JSON...",
+            tooltip="Write the instrument of the form as the JSON file that `xrf-pigments "
+                    "simulate/adapt --instrument` read")
         self.background = CheckBox(text="add the cube's measured background", value=True)
         self.n_spectra = SpinBox(label="spectra", min=200, max=200000, step=1000,
                                  value=ADAPT_DEFAULTS["n"],
@@ -75,16 +88,19 @@ class AdaptWidget(Container):
         self.status = Label(value="")
         self.maps_button = PushButton(text="Use it in Pigment maps", enabled=False)
         self.extend([self.cube_combo, self.source, self.instrument_file, self.instrument_info,
-                     self.background, self.n_spectra, self.out_dir, self.run_button,
-                     self.cancel_button, self.status, self.maps_button])
+                     self.form, self.save_instrument_button, self.background, self.n_spectra,
+                     self.out_dir, self.run_button, self.cancel_button, self.status,
+                     self.maps_button])
         for label in (self.instrument_info, self.status):
             label.native.setWordWrap(True)
-        self.runner = JobRunner(self.native, "Model for your instrument",
+        self._form_source = None  # what the form was filled from (see _fill_form)
+        self.runner = JobRunner(self.native, TITLE,
                                 on_state=self._set_running, on_status=self._set_status)
 
         self.source.changed.connect(self._on_source_changed)
-        for control in (self.cube_combo, self.instrument_file):
+        for control in (self.cube_combo, self.instrument_file, self.form):
             control.changed.connect(self.show_instrument)
+        self.save_instrument_button.changed.connect(lambda: self.save_instrument())
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(lambda: self.runner.cancel())
         self.maps_button.changed.connect(self.use_in_pigment_maps)
@@ -105,8 +121,8 @@ class AdaptWidget(Container):
         self.instrument_file.visible = self.source.value == FROM_FILE
         self.show_instrument()
 
-    def instrument(self):
-        """(Instrument, notes) from the chosen source.
+    def base_instrument(self):
+        """(Instrument, notes) from the chosen source, before the form's edits.
 
         Raises
         ------
@@ -116,6 +132,9 @@ class AdaptWidget(Container):
         from ..errors import InvalidDataError
         from ..physics.instrument import Instrument, instrument_from_cube
 
+        if self.source.value == FROM_DEFAULT:
+            return Instrument(), ["the shipped model's instrument (the ELIO-like scanner of the "
+                                  "paper)"]
         if self.source.value == FROM_FILE:
             path = self.instrument_file.value
             if not path or not Path(path).is_file():
@@ -127,10 +146,56 @@ class AdaptWidget(Container):
             raise InvalidDataError("choose a cube layer (open a scan of the instrument first)")
         return instrument_from_cube(cube)
 
+    def _source_key(self):
+        """What the form's values come from: a new source refills it."""
+        if self.source.value == FROM_FILE:
+            path = self.instrument_file.value
+            try:
+                return FROM_FILE, str(path), Path(path).stat().st_mtime_ns
+            except (OSError, TypeError):
+                return FROM_FILE, str(path), None
+        if self.source.value == FROM_CUBE:
+            return FROM_CUBE, id(cube_of(self.cube_layer()))
+        return (FROM_DEFAULT,)
+
+    def _fill_form(self):
+        """(base instrument, notes); the form shows the base when its source changed."""
+        key = self._source_key()
+        base, notes = self.base_instrument()
+        if key != self._form_source or self.form.base is None:
+            self.form.fill(base)
+            self._form_source = key
+        return base, notes
+
+    def instrument(self):
+        """(Instrument, notes): the chosen source's instrument with the form's edits.
+
+        Raises
+        ------
+        XRFPigmentsError
+            No cube or no file chosen, a file that is no instrument description, or a form
+            value the instrument refuses.
+        """
+        from ..physics.instrument import describe_form_values
+
+        _, notes = self._fill_form()
+        instrument = self.form.instrument()
+        edits = self.form.changes()
+        if edits:
+            notes = [*notes, f"entered in the form: {describe_form_values(edits)}"]
+        return instrument, notes
+
     def show_instrument(self, *_):
         """Say what the instrument is and where each part came from."""
         from ..errors import XRFPigmentsError
 
+        try:
+            self._fill_form()
+        except XRFPigmentsError as exc:
+            self.form.enabled = False  # it shows an earlier source's instrument
+            self.instrument_info.value = error_message(exc)
+            return
+        self.form.enabled = True
         try:
             instrument, notes = self.instrument()
         except XRFPigmentsError as exc:
@@ -159,7 +224,7 @@ class AdaptWidget(Container):
                 raise XRFPigmentsError("choose the folder of the new model")
             check_finetune_output(out, None)
         except (XRFPigmentsError, OSError) as exc:
-            show_error(f"Model for your instrument: {error_message(exc)}")
+            show_error(f"{TITLE}: {error_message(exc)}")
             return None
         cube = cube_of(self.cube_layer())
         background = cube if self.background.value and cube is not None and cube.calibrated else None
@@ -195,6 +260,54 @@ class AdaptWidget(Container):
         if self.cube_layer() is not None:
             maps.cube_combo.value = self.cube_layer().name
         return maps
+
+    def save_instrument(self, path=None):
+        """Write the form's instrument as the simulator's instrument JSON; returns the path,
+        or None (with a message).
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            Asked with a save dialog when not given (the dialog asks before replacing a
+            file); a given path that exists is replaced only if the user agrees.
+        """
+        from qtpy.QtWidgets import QFileDialog
+
+        from ..errors import XRFPigmentsError
+        from ..physics.instrument import write_instrument
+
+        try:
+            instrument, _ = self.instrument()
+        except XRFPigmentsError as exc:
+            show_error(f"{TITLE}: {error_message(exc)}")
+            return None
+        if path is None:
+            cube = cube_of(self.cube_layer())
+            folder = Path(cube.source).parent if cube is not None and cube.source else Path.cwd()
+            path, _ = QFileDialog.getSaveFileName(self.native, "Save the instrument",
+                                                  str(folder / "instrument.json"),
+                                                  "Instrument (*.json)")
+            if not path:
+                return None
+            path = Path(path)
+            path = path if path.suffix else path.with_suffix(".json")
+            force = path.exists()  # the dialog asked
+        else:
+            path = Path(path)
+            force = path.exists()
+            if force and not confirm_replace(self.native, path, TITLE):
+                self._set_status(f"{path.name} exists and was kept.")
+                return None
+        try:
+            write_instrument(instrument, path, force=force)
+        except (XRFPigmentsError, OSError) as exc:
+            show_error(f"{TITLE}: {error_message(exc)}")
+            return None
+        message = (f"instrument {instrument.name} written to {path}: `xrf-pigments simulate "
+                   "--instrument` and `adapt --instrument` read it")
+        self._set_status(message)
+        show_info(f"{TITLE}: {message}")
+        return path
 
     def _set_running(self, running):
         self.run_button.enabled = not running

@@ -22,6 +22,8 @@ Rules (docs/formats.md, "Point grids"):
 
 Each point is read with :func:`~napari_xrf_pigments.io.open_cube`, so any single-spectrum format
 works; Amptek series go straight to the PMCA parser (no sniffing of 7200 files).
+:func:`scan_points` is a first look (the series and one point's channels and calibration) for
+the napari widget and the reader on a folder.
 """
 
 from __future__ import annotations
@@ -222,6 +224,123 @@ def _raster_indices(rows: int, columns: int, order: str) -> np.ndarray:
     return index
 
 
+# --------------------------------------------------------------------------- a first look
+
+
+@dataclass
+class PointScan:
+    """What assembling some point files would start from (:func:`scan_points`).
+
+    Attributes
+    ----------
+    series : Series
+    path : Path
+        The point file read (the first readable one).
+    point_format : str
+        Its format (``"amptek-mca"``, ``"two-column"``...).
+    n_channels : int
+    energy : EnergyAxis
+        Its energy axis (every point must share it).
+    live_time_s : float or None
+    unreadable : list of (str, str)
+        (file name, reason) of the files before ``path`` that could not be read.
+    """
+
+    series: Series
+    path: Path
+    point_format: str
+    n_channels: int
+    energy: object
+    live_time_s: float | None = None
+    unreadable: list = field(default_factory=list)
+
+    @property
+    def first_number(self) -> int:
+        """Number of the raster's first point by default (0 if a file is numbered 0, else 1)."""
+        return 0 if self.series.files[0].number == 0 else 1
+
+    @property
+    def n_points(self) -> int:
+        """Points of the raster the files imply (``rows * columns`` must be this)."""
+        return self.series.files[-1].number - self.first_number + 1
+
+    @property
+    def missing(self) -> int:
+        """Point numbers without a file inside the series (masked when assembled)."""
+        return self.n_points - len(self.series.files)
+
+    def summary(self) -> str:
+        """One line for a user: the files, the first point's channels and calibration."""
+        files = self.series.files
+        text = (f"{len(files)} point files {files[0].path.name} ... {files[-1].path.name} "
+                f"({self.point_format}), {self.n_points} points")
+        if self.missing:
+            text += f" ({self.missing} without a file: masked)"
+        text += f"; {self.path.name}: {self.n_channels} channels"
+        if self.energy.calibrated:
+            def keV(value):  # without "-0.0000"
+                return f"{round(value, 4) + 0.0:.4f}"
+
+            first, last = self.energy.range_keV
+            zero, gain, quad = self.energy.as_calibration()
+            text += (f", {keV(first)} to {keV(last)} keV (zero {keV(zero)} keV, gain "
+                     f"{gain * 1000:.3f} eV/ch" + (f", quad {quad:.3g} keV/ch^2)" if quad else ")"))
+        else:
+            text += ", no energy calibration"
+        if self.live_time_s is not None:
+            text += f", live time {self.live_time_s:g} s"
+        if self.unreadable:
+            name, reason = self.unreadable[0]
+            text += (f"; {_names([n for n, _ in self.unreadable])} before it cannot be read "
+                     f"(first: {reason})")
+        return text
+
+
+def scan_points(inputs, *, tries: int = WARN_NAMES) -> PointScan:
+    """The numbered series ``inputs`` name and its first readable point, reading one file.
+
+    For a first look before :func:`assemble_job` (how many files, what the raster must make,
+    channels and calibration); assembling still checks every point.
+
+    Parameters
+    ----------
+    inputs : sequence of str or Path
+        As :func:`find_series`.
+    tries : int
+        Files read before giving up when the first ones are damaged.
+
+    Raises
+    ------
+    UnreadableFileError, InvalidDataError
+        As :func:`find_series`; none of the first ``tries`` files can be read; a file holds
+        more than one spectrum.
+    """
+    series = find_series(inputs)
+    read = _reader(series.files[0].path)
+    unreadable = []
+    for point in series.files[:max(1, tries)]:
+        try:
+            cube = read(point.path)
+        except UnreadableFileError as exc:
+            unreadable.append((point.path.name, exc.reason))
+            continue
+        if cube.shape[:2] != (1, 1):
+            raise InvalidDataError(
+                f"{point.path} holds {cube.shape[0]} x {cube.shape[1]} spectra, not one point's "
+                "spectrum: assemble takes one spectrum per file"
+            )
+        live = cube.live_time
+        live = float(np.asarray(live).ravel()[0]) if live is not None and np.size(live) else None
+        return PointScan(series, point.path, cube.format, cube.n_channels, cube.energy, live,
+                         unreadable)
+    name, reason = unreadable[0]
+    raise UnreadableFileError(
+        series.files[0].path.parent / name,
+        f"{reason} (and the next {len(unreadable) - 1} point files cannot be read either)"
+        if len(unreadable) > 1 else reason,
+    )
+
+
 # --------------------------------------------------------------------------- positions
 
 
@@ -380,7 +499,7 @@ def assemble_job(inputs, out, *, rows: int, columns: int, order: str = "row-majo
     InvalidDataError, UnreadableFileError, OutputExistsError
         Bad raster size or order, files that do not fit the raster, a bad positions file.
     """
-    from ._atomic import check_output_path
+    from ..atomic import check_output_path
 
     rows, columns = int(rows), int(columns)
     if rows < 1 or columns < 1:
@@ -547,7 +666,7 @@ def _metadata(plan: _Plan, point_format: str, ref_cube) -> dict:
 
 
 def _assemble(plan: _Plan):
-    from ._atomic import atomic_hdf5
+    from ..atomic import atomic_hdf5
     from .hdf5 import create_nexus, write_pixel_maps
 
     series = plan.series

@@ -763,3 +763,239 @@ def _number_or_none(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) and number > 0 else None
+
+
+# -- an instrument entered in a form -------------------------------------------------------------
+
+#: Detector crystals with their densities (g/cm3): a form offers them and sets the density.
+DETECTOR_CRYSTALS = {"Si1": 2.33, "Ge1": 5.323, "Cd1Te1": 5.85}
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One value of an instrument as a form shows it.
+
+    Attributes
+    ----------
+    key : str
+        Path into :meth:`Instrument.to_dict` (``"tube.voltage_kV"``); ``"readout.resolution_eV"``
+        is the peak FWHM at Mn Ka, which sets ``readout.noise_keV`` (with the readout's Fano).
+    label, unit : str
+    kind : {"text", "number", "integer"}
+    scale : float
+        Form value = file value * scale (the form's tube current is in uA, the file's in mA).
+    minimum, maximum : float
+        Bounds for the form's box; the instrument's own checks decide what is valid.
+    tip : str
+    """
+
+    key: str
+    label: str
+    unit: str = ""
+    kind: str = "number"
+    scale: float = 1.0
+    minimum: float = 0.0
+    maximum: float = 1e6
+    tip: str = ""
+
+
+FORM_FIELDS = (
+    FormField("name", "name", kind="text", tip="Stored in the file and in the model's name"),
+    FormField("tube.anode", "tube anode", kind="text", tip="Element symbol of the target (Rh, W, Mo, Ag, Cr...)"),
+    FormField("tube.voltage_kV", "tube voltage", "kV", minimum=5, maximum=100),
+    FormField("tube.current_mA", "tube current", "uA", scale=1000.0, maximum=1e5),
+    FormField("tube.window_thickness_um", "tube window", "um", maximum=1e4,
+              tip="Exit window of the tube (its material stays; usually Be)"),
+    FormField("incidence_deg", "incidence angle", "deg", maximum=90,
+              tip="Beam to sample surface (90 = normal incidence)"),
+    FormField("takeoff_deg", "take-off angle", "deg", maximum=90,
+              tip="Sample surface to detector"),
+    FormField("air_in_cm", "air, tube to sample", "cm", maximum=1000),
+    FormField("air_out_cm", "air, sample to detector", "cm", maximum=1000),
+    FormField("detector.material", "detector crystal", kind="text",
+              tip="Formula with counts: Si1, Ge1, Cd1Te1 (Si, Ge and CdTe are understood too)"),
+    FormField("detector.density", "crystal density", "g/cm3", maximum=30),
+    FormField("detector.thickness_um", "crystal thickness", "um", maximum=1e5),
+    FormField("detector.window_thickness_um", "detector window", "um", maximum=1e4,
+              tip="Entrance window of the detector (its material stays; usually Be)"),
+    FormField("detector.area_mm2", "detector area", "mm2", maximum=1e4),
+    FormField("detector.distance_mm", "detector distance", "mm", maximum=1e4),
+    FormField("readout.resolution_eV", "resolution at Mn Ka", "eV", minimum=50, maximum=2000,
+              tip="Peak FWHM at 5.9 keV, as detector data sheets quote it"),
+    FormField("readout.zero_keV", "calibration zero", "keV", minimum=-100, maximum=100),
+    FormField("readout.gain_keV", "calibration gain", "keV/ch", maximum=10),
+    FormField("readout.n_channels", "channels", kind="integer", minimum=2, maximum=1 << 20),
+    FormField("live_time_s", "live time", "s", maximum=1e6, tip="Counting time per spectrum"),
+)
+_FORM = {f.key: f for f in FORM_FIELDS}
+
+
+def noise_for_resolution(resolution_keV: float, fano: float = 0.114) -> float:
+    """Electronic noise (FWHM, keV) of a detector whose peaks are ``resolution_keV`` wide at
+    Mn Ka (inverse of :meth:`Readout.fwhm_keV` there).
+
+    Raises
+    ------
+    InvalidDataError
+        The resolution is below the Fano limit (what the crystal alone gives).
+    """
+    fano_part = 0.00385 * fano * 2.3548**2 * MN_KA_KEV
+    noise2 = float(resolution_keV) ** 2 - fano_part
+    if not math.isfinite(noise2) or noise2 < 0:
+        raise InvalidDataError(
+            f"a resolution of {resolution_keV * 1000:.0f} eV at Mn Ka is below the Fano limit of "
+            f"{math.sqrt(fano_part) * 1000:.0f} eV (Fano factor {fano:g}): give the FWHM at 5.9 keV"
+        )
+    return math.sqrt(noise2)
+
+
+def form_values(instrument: Instrument) -> dict[str, Any]:
+    """The values of :data:`FORM_FIELDS` for ``instrument``, in the form's units.
+
+    Tube values are None for an instrument excited by a beam instead of a tube.
+    """
+    d = instrument.to_dict()
+    values: dict[str, Any] = {}
+    for f in FORM_FIELDS:
+        part, _, name = f.key.rpartition(".")
+        if f.key == "readout.resolution_eV":
+            value = float(instrument.readout.fwhm_keV(MN_KA_KEV)) * 1000.0
+        else:
+            holder = d[part] if part else d
+            value = None if holder is None else holder[name]
+        if value is not None and f.kind == "number":
+            value = float(value) * f.scale
+        values[f.key] = value
+    return values
+
+
+def _form_formula(text: str, label: str) -> str:
+    """A formula typed in a form: ``"CdTe"`` is read as ``"Cd1Te1"``."""
+    import re
+
+    text = text.strip()
+    counted = re.sub(r"([A-Z][a-z]?)(?![a-z\d.])", r"\g<1>1", text)
+    try:
+        return _normalise_formula(counted)
+    except ValueError:
+        raise InvalidDataError(f"{label} {text!r} is not a formula (e.g. Si1, Cd1Te1)") from None
+
+
+def crystal_density(text: str) -> float | None:
+    """Density (g/cm3) of a detector crystal of :data:`DETECTOR_CRYSTALS` typed in a form
+    (``"CdTe"``, ``"Si1"``), or None."""
+    try:
+        return DETECTOR_CRYSTALS.get(_form_formula(str(text), "detector crystal"))
+    except InvalidDataError:
+        return None
+
+
+def instrument_from_form(base: Instrument, values: Mapping[str, Any]) -> Instrument:
+    """``base`` with the form's ``values`` (keys of :data:`FORM_FIELDS`, the form's units).
+
+    Keys not given (or None), and values equal to ``base``'s (:func:`form_values`), keep
+    ``base``'s values exactly. A new detector crystal of :data:`DETECTOR_CRYSTALS` brings its
+    density unless a density is given too.
+
+    Raises
+    ------
+    InvalidDataError
+        An unknown key, an empty or non-finite value, a value the instrument refuses (tube
+        voltage outside 5-100 kV, resolution below the Fano limit...), or tube values for an
+        instrument excited by a beam; the message names the field.
+    """
+    unknown = sorted(set(values) - set(_FORM))
+    if unknown:
+        raise InvalidDataError(f"unknown instrument form fields {unknown}")
+    parts: dict[str, dict[str, Any]] = {"": {}, "tube": {}, "detector": {}, "readout": {}}
+    before = form_values(base)
+    for key, value in values.items():
+        if value is None or _same(value, before[key]):
+            continue
+        f = _FORM[key]
+        part, _, name = key.rpartition(".")
+        if f.kind == "text":
+            value = str(value).strip()
+            if not value:
+                raise InvalidDataError(f"{f.label}: empty")
+            if key == "tube.anode":
+                value = value[:1].upper() + value[1:].lower()
+                if value not in ATOMIC_WEIGHT:
+                    raise InvalidDataError(f"tube anode {value!r} is not an element symbol")
+            elif key == "detector.material":
+                value = _form_formula(value, f.label)
+        else:
+            try:
+                number = float(value) / f.scale
+            except (TypeError, ValueError):
+                raise InvalidDataError(f"{f.label}: {value!r} is not a number") from None
+            if not math.isfinite(number):
+                raise InvalidDataError(f"{f.label}: {value!r} is not a finite number")
+            if f.kind == "integer":
+                if number != int(number):
+                    raise InvalidDataError(f"{f.label}: {value!r} is not a whole number")
+                number = int(number)
+            value = number
+        parts[part][name] = value
+    if parts["tube"] and base.tube is None:
+        raise InvalidDataError("this instrument is excited by a beam, not a tube: the tube "
+                               "fields do not apply")
+    detector = parts["detector"]
+    if detector.get("material") in DETECTOR_CRYSTALS and "density" not in detector:
+        detector["density"] = DETECTOR_CRYSTALS[detector["material"]]
+    readout = parts["readout"]
+    if "resolution_eV" in readout:
+        readout["noise_keV"] = noise_for_resolution(readout.pop("resolution_eV") / 1000.0,
+                                                    base.readout.fano)
+    changes = dict(parts[""])
+    for part in ("tube", "detector", "readout"):
+        if parts[part]:
+            try:
+                changes[part] = dataclasses.replace(getattr(base, part), **parts[part])
+            except (TypeError, ValueError) as exc:  # InvalidDataError is a ValueError
+                text = str(exc)
+                raise InvalidDataError(text if part in text else f"{part}: {text}") from None
+    try:
+        return dataclasses.replace(base, **changes)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError(str(exc)) from None
+
+
+def _same(value, before) -> bool:
+    if before is None or isinstance(value, str) or isinstance(before, str):
+        return value == before
+    try:
+        return math.isclose(float(value), float(before), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return False
+
+
+def describe_form_values(values: Mapping[str, Any]) -> str:
+    """``"tube voltage 30 kV, tube anode Mo"``: form values for a user, in the form's order."""
+    shown = []
+    for f in FORM_FIELDS:
+        value = values.get(f.key)
+        if value is None:
+            continue
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        shown.append(f"{f.label} {text}" + (f" {f.unit}" if f.unit else ""))
+    return ", ".join(shown)
+
+
+def write_instrument(instrument: Instrument, path, *, force: bool = False) -> Path:
+    """Write ``instrument`` as the JSON the simulator reads (:meth:`Instrument.load`),
+    atomically: never a half-written file, never over an existing one unless ``force``.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``force`` is false.
+    OutputWriteError
+        The disk is full, read-only or failing.
+    """
+    from ..atomic import atomic_output
+
+    text = json.dumps(instrument.to_dict(), indent=2) + "\n"
+    with atomic_output(path, force=force) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

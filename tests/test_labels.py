@@ -344,8 +344,8 @@ def test_strip_shapes_label_a_crossed_strip_mockup_like_its_truth(tmp_path):
 
 
 def test_extraction_refuses_more_spectra_than_memory_allows(monkeypatch):
-    from napari_xrf_pigments import labels as labels_module
+    from napari_xrf_pigments.labels import extract
 
-    monkeypatch.setattr(labels_module, "MAX_EXTRACT_BYTES", 64 * 50)
+    monkeypatch.setattr(extract, "MAX_EXTRACT_BYTES", 64 * 50)
     with pytest.raises(LabelsError, match="100 labelled pixels x 64 channels need"):
         extract_training_set(_cube(), ShapeLabels(PIGMENTS, [rect(0, 0, 9, 9, ("VM",))]))

@@ -17,6 +17,13 @@ One command, from the project root::
    as the commands keep them.
 4. A paper estimate for a 100-million-spectrum campaign: measured one-process throughput per
    core x cores, and the block size at which the per-block overhead is 1 % of the block's work.
+5. ``xrf-pigments simulate --n N --seed 1 --distractors 0.2`` (the shipped model's recipe, small
+   ``--simulate-n``) in one process and with ``--scheduler local:2``: wall times and their ratio;
+   the two training sets must be equal to the bit (every array and label; the provenance but
+   its command line).
+
+``--stages`` picks among fit, predict, simulate (default: all three); the mock-up cubes and the
+per-block overhead are made only for fit and predict.
 
 Prints the figures and one JSON line (last) with all of them.
 """
@@ -88,6 +95,42 @@ def compare(a_dir: Path, b_dir: Path, cubes, *, atol: float) -> float:
     return worst
 
 
+def same_training_sets(a_path: Path, b_path: Path) -> None:
+    """Exit unless two training-set files hold the same arrays, to the bit, and the same
+    attributes (the provenance's command line aside)."""
+    import h5py
+
+    def content(path):
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            attrs = dict(f.attrs)
+        provenance = json.loads(attrs.pop("provenance"))
+        provenance.pop("command", None)
+        return out, attrs, provenance
+
+    (a, a_attrs, a_prov), (b, b_attrs, b_prov) = content(a_path), content(b_path)
+    if sorted(a) != sorted(b) or a_prov != b_prov or {k: str(v) for k, v in a_attrs.items()} != \
+            {k: str(v) for k, v in b_attrs.items()}:
+        sys.exit("simulate: the training sets differ in layout or attributes")
+    for name, values in a.items():
+        if values.dtype != b[name].dtype or values.tobytes() != b[name].tobytes():
+            sys.exit(f"simulate: {name} differs")
+
+
+def simulate_stage(folder: Path, n: int) -> dict:
+    """``simulate`` in one process and on ``local:2``: wall seconds, the sets compared."""
+    args = ["simulate", "--n", str(n), "--seed", "1", "--distractors", "0.2", "--force"]
+    one, two = folder / "simulate-one.h5", folder / "simulate-local2.h5"
+    wall_one = command([*args, "--out", str(one)], "simulate (one process)")
+    wall_two = command([*args, "--out", str(two), "--scheduler", "local:2"], "simulate --scheduler local:2")
+    same_training_sets(one, two)
+    print(f"simulate {n} spectra: one process {wall_one:6.1f} s   --scheduler local:2 {wall_two:6.1f} s   "
+          f"ratio {wall_two / wall_one:.2f}   training sets equal to the bit")
+    return {"n": n, "one_process_s": round(wall_one, 2), "local2_s": round(wall_two, 2),
+            "ratio": round(wall_two / wall_one, 3), "identical": True}
+
+
 def block_overhead(cube_path: Path, n_tasks: int = 400) -> float:
     """Seconds of scheduling per task on a LocalCluster of 2 workers: tasks that read one row."""
     from napari_xrf_pigments import cluster
@@ -112,11 +155,20 @@ def main() -> int:
     parser.add_argument("--cubes", type=int, default=3)
     parser.add_argument("--tile", type=int, default=3)
     parser.add_argument("--out", default=None, help="working folder (default: a temporary one)")
-    parser.add_argument("--stages", default="fit,predict", help="comma-separated (default fit,predict)")
+    parser.add_argument("--stages", default="fit,predict,simulate",
+                        help="comma-separated (default fit,predict,simulate)")
+    parser.add_argument("--simulate-n", type=int, default=400, help="spectra of the simulate stage")
     opts = parser.parse_args()
+    stages = opts.stages.split(",")
 
     folder = Path(opts.out or tempfile.mkdtemp(prefix="bench-cluster-"))
     folder.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    if "simulate" in stages:
+        figures["simulate"] = simulate_stage(folder, opts.simulate_n)
+    if not {"fit", "predict"} & set(stages):
+        print(json.dumps(figures))
+        return 0
     cubes = make_cubes(folder, opts.cubes, opts.tile)
     from napari_xrf_pigments.io import open_cube
 
@@ -125,10 +177,10 @@ def main() -> int:
     print(f"{len(cubes)} mock-up cubes, {' + '.join(f'{r}x{c}' for r, c, _ in shapes)} = "
           f"{n_spectra} spectra of {shapes[0][2]} channels; {os.cpu_count()} CPUs")
 
-    figures = {"cubes": len(cubes), "spectra": n_spectra}
+    figures.update({"cubes": len(cubes), "spectra": n_spectra})
     names = [str(c) for c in cubes]
     for stage, extra, atol in (("fit", ["--elements", ELEMENTS], 0.0), ("predict", [], 1e-6)):
-        if stage not in opts.stages.split(","):
+        if stage not in stages:
             continue
         one, two = folder / f"{stage}-one", folder / f"{stage}-cluster"
         wall_one = command([stage, *names, "--out-dir", str(one), "--force", *extra], f"{stage} (one process)")

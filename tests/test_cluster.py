@@ -211,3 +211,131 @@ def test_a_cube_in_memory_cannot_go_to_the_cluster(pool, tmp_path):
     cube = XRFCube.from_array(np.ones((4, 4, 300), np.uint16), zero=2.0, gain=0.04)
     with pytest.raises(Exception, match="not a file the cluster's workers can open"):
         cluster.fit_to_file_on(pool, cube, tmp_path / "m.h5", elements="Fe")
+
+
+# -- simulate: the physics on the workers, every random draw in the client --------------------
+
+#: A small recipe (distractors: in the command's test) with a measured background, in batches
+#: small enough that several come back out of order.
+SIMULATE = dict(seed=3, batch_size=4)
+
+
+def _simulate_kwargs():
+    from napari_xrf_pigments.datasets.training import TrainingRecipe
+    from napari_xrf_pigments.physics import Instrument
+
+    energy = Instrument().readout.energies()
+    return dict(SIMULATE, recipe=TrainingRecipe(n_instruments=2, readouts_per_instrument=2),
+                background_cps=0.5 + np.exp(-(((energy - 8.0) / 4.0) ** 2)))
+
+
+def _same_set(a, b):
+    for name in ("spectra", "energy", "present", "top", "detectable"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None and y is None) or (x.dtype == y.dtype and np.array_equal(x, y)), name  # to the bit
+    assert a.params.keys() == b.params.keys()
+    for name, values in a.params.items():
+        assert values.dtype == b.params[name].dtype and np.array_equal(values, b.params[name]), name
+    assert a.provenance == b.provenance and a.pigments == b.pigments
+
+
+def test_simulate_on_a_local_cluster_equals_one_process_whatever_the_workers(pool):
+    from napari_xrf_pigments.datasets.training import generate_training_set
+
+    here = run(generate_training_set(16, **_simulate_kwargs()))
+    assert here.detectable is not None and here.detectable.any()
+    two = run(generate_training_set(16, **_simulate_kwargs(), pool=pool))
+    _same_set(here, two)
+    with cluster.connect("local:1") as client:
+        one = run(generate_training_set(16, **_simulate_kwargs(), pool=cluster.ClusterPool(client)))
+    _same_set(two, one)
+
+
+class _BackwardsPool:
+    """A pool whose tasks finish last first: the Poisson draws must still follow the batches."""
+
+    def spread(self, fn, calls, *, weights=None, groups=None):
+        values = [fn(*args) for args in calls]
+        yield from reversed(list(enumerate(values)))
+
+
+def test_simulated_counts_are_drawn_in_batch_order_whatever_order_the_batches_finish():
+    from napari_xrf_pigments.datasets.training import generate_training_set
+
+    kwargs = dict(_simulate_kwargs(), detectable=False)
+    here = run(generate_training_set(16, **kwargs))
+    _same_set(here, run(generate_training_set(16, **kwargs, pool=_BackwardsPool())))
+
+
+@pytest.mark.slow  # ~20 s: the command's 36 instrument readouts, twice
+def test_simulate_cli_on_a_cluster_writes_the_same_file(pool, tmp_path):
+    import h5py
+
+    from napari_xrf_pigments.cli import main
+    from napari_xrf_pigments.trainset import read_training_set
+
+    args = ["simulate", "--n", "8", "--seed", "5", "--distractors", "0.5"]
+    assert main(args + ["--out", str(tmp_path / "here.h5")]) == 0
+    assert main(args + ["--out", str(tmp_path / "there.h5"), "--scheduler", pool.client.scheduler.address]) == 0
+    here, there = read_training_set(tmp_path / "here.h5"), read_training_set(tmp_path / "there.h5")
+    here.provenance.pop("command"), there.provenance.pop("command")  # the command line (sys.argv)
+    _same_set(here, there)
+    with h5py.File(tmp_path / "here.h5") as a, h5py.File(tmp_path / "there.h5") as b:
+        assert sorted(a) == sorted(b)
+
+
+def test_a_simulation_stopped_from_the_client_leaves_no_file(pool, tmp_path, monkeypatch):
+    """Ctrl-C during the command (as in the progress bar's callback): exit 130, no file, no task."""
+    from napari_xrf_pigments import progress
+    from napari_xrf_pigments.cli import main
+
+    def interrupted_after_a_batch(job, desc="", disable=False):
+        next(job)
+        assert next(job).done > 0  # a batch came back, others are queued or running
+        job.close()  # what progress.run does when Ctrl-C arrives in its callback
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress, "run_with_tqdm", interrupted_after_a_batch)
+    out = tmp_path / "set.h5"
+    assert main(["simulate", "--n", "60", "--out", str(out), "--scheduler", pool.client.scheduler.address]) == 130
+    assert list(tmp_path.iterdir()) == []
+    deadline = time.monotonic() + 30
+    while any(pool.client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pool.client.processing().values())
+
+
+def test_simulate_with_an_unreachable_scheduler_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch):
+    from napari_xrf_pigments.cli import main
+
+    monkeypatch.setattr(cluster, "SCHEDULER_TIMEOUT_S", 2.0)
+    code = main(["simulate", "--n", "10", "--out", str(tmp_path / "s.h5"), "--scheduler", "tcp://127.0.0.1:9"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("xrf-pigments simulate: error: cannot reach the dask scheduler at tcp://127.0.0.1:9 (")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_dashboard_line_says_how_to_get_one_without_bokeh(pool, monkeypatch):
+    import importlib.util
+
+    line = cluster.describe(pool.client)
+    assert line.startswith(f"dask scheduler {pool.client.scheduler.address}: 2 workers, 2 threads; ")
+    if importlib.util.find_spec("bokeh") is None:  # local:N: the scheduler runs in this process
+        assert line.endswith("no dashboard (it needs bokeh where the scheduler runs: pip install 'bokeh>=3.1')")
+    else:
+        assert line.endswith(f"dashboard {pool.client.dashboard_link}")
+    monkeypatch.setattr(cluster, "_serves_dashboard", lambda client: None)  # cannot tell: the link
+    assert cluster.describe(pool.client).endswith(f"dashboard {pool.client.dashboard_link}")
+
+
+def test_calls_of_one_group_go_to_one_worker_and_the_load_is_shared():
+    weights = np.array([5, 5, 3, 3, 4, 4, 2], dtype=float)
+    groups = [0, 0, 1, 1, 2, 2, 3]
+    owner = cluster._owners(weights, groups, [1, 1])
+    assert all(len({owner[i] for i in range(7) if groups[i] == g}) == 1 for g in set(groups))
+    assert sorted(weights[owner == w].sum() for w in (0, 1)) == [12, 14]  # heaviest group first
+    # Fewer groups than workers: runs of the calls in order, by weight per thread.
+    assert cluster._owners(weights, groups, [1] * 5).tolist() == [0, 1, 2, 2, 3, 4, 4]
+    assert cluster._owners(np.ones(6), None, [1, 3]).tolist() == [0, 1, 1, 1, 1, 1]

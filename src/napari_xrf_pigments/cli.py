@@ -183,18 +183,20 @@ def _cmd_simulate(args) -> int:
 
     check_output_path(args.out, force=args.force)  # fail now, not after the simulation
     instrument = _load_instrument(args.instrument)
-    background = None
-    if args.background is not None:
-        from .io import open_cube
-        from .physics import estimate_background
+    # --scheduler: the batches' physics on the cluster, every random draw here (the same set).
+    with _cluster_pool(args) as pool:
+        background = None
+        if args.background is not None:
+            from .io import open_cube
+            from .physics import estimate_background
 
-        background = estimate_background(open_cube(args.background), instrument.readout)
-    data = run_with_tqdm(
-        generate_training_set(args.n, seed=args.seed, instrument=instrument, background_cps=background,
-                              recipe=TrainingRecipe(p_distractor=args.distractors),
-                              noise=not args.noise_free),
-        desc="simulate (spectra)",
-    )
+            background = estimate_background(open_cube(args.background), instrument.readout)
+        data = run_with_tqdm(
+            generate_training_set(args.n, seed=args.seed, instrument=instrument, background_cps=background,
+                                  recipe=TrainingRecipe(p_distractor=args.distractors),
+                                  noise=not args.noise_free, pool=pool),
+            desc="simulate (spectra)",
+        )
     data.provenance["command"] = "xrf-pigments " + " ".join(sys.argv[1:])
     write_training_set(
         args.out,
@@ -830,6 +832,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-free", action="store_true",
                    help="write the expected counts without Poisson noise (to measure what the "
                         "physics allows; train on them without --augment)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="simulate the batches on a dask.distributed cluster: a scheduler address "
+                        "(tcp://host:8786), a scheduler file, or local:N for N worker processes "
+                        "on this machine; the training set is the same, to the bit, as without "
+                        "it (needs the [cluster] extra; see docs/cluster.md)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_simulate)
 

@@ -1,4 +1,5 @@
-"""Fit and predict on a dask.distributed cluster (``--scheduler``), with the maps of one process.
+"""Fit, predict and simulate on a dask.distributed cluster (``--scheduler``), with the outputs of
+one process.
 
 How the work is split
 ---------------------
@@ -24,6 +25,10 @@ The client writes the maps file through :func:`~napari_xrf_pigments.io.maps.open
 (atomic: a job stopped from the client leaves no file) with the layout and attributes of the
 run in one process. Workers that die are dask's to handle: their tasks run again elsewhere
 (``distributed.scheduler.allowed-failures`` times), so the output is complete and the same.
+
+A training set (``simulate``) is simulated batch by batch through :meth:`ClusterPool.spread`:
+the workers do the physics only, every random draw stays with the client
+(:func:`~napari_xrf_pigments.datasets.training.generate_training_set`'s ``pool``).
 
 dask.distributed is an optional dependency (the ``cluster`` extra); it is imported only here,
 inside the functions that need it.
@@ -167,14 +172,37 @@ def _address_in_file(path: str, timeout: float) -> str:
 
 
 def describe(client) -> str:
-    """One line on a client's cluster: scheduler, workers, threads and the dashboard's address."""
+    """One line on a client's cluster: scheduler, workers, threads and the dashboard's address.
+
+    A scheduler without bokeh serves only a page asking for it at the dashboard's address
+    (``local:N`` runs the scheduler here, and bokeh is no dependency of this package): then
+    the line says how to get the dashboard instead of giving that address.
+    """
     info = client.scheduler_info()
     workers = info.get("workers", {})
     threads = sum(w.get("nthreads", 1) for w in workers.values())
     line = f"dask scheduler {info.get('address', '?')}: {len(workers)} workers, {threads} threads"
-    if "dashboard" in info.get("services", {}):
-        return f"{line}; dashboard {client.dashboard_link}"
-    return f"{line}; no dashboard (it needs bokeh: pip install 'bokeh>=3.1')"
+    if "dashboard" not in info.get("services", {}):
+        return f"{line}; no dashboard"
+    if _serves_dashboard(client) is False:
+        return f"{line}; no dashboard (it needs bokeh where the scheduler runs: pip install 'bokeh>=3.1')"
+    return f"{line}; dashboard {client.dashboard_link}"
+
+
+def _serves_dashboard(client) -> bool | None:
+    """Whether the scheduler has dask's dashboard (bokeh there); None when it cannot tell."""
+
+    def probe():  # defined here: sent by value, the scheduler need not have this package
+        try:
+            import distributed.dashboard.scheduler  # noqa: F401 - what the scheduler itself tries
+        except ImportError:
+            return False
+        return True
+
+    try:
+        return bool(client.run_on_scheduler(probe))
+    except Exception:  # noqa: BLE001 - a scheduler that refuses to run code: say nothing of it
+        return None
 
 
 # -- what a task carries: where its counts are --------------------------------------------------
@@ -341,20 +369,21 @@ class ClusterPool:
                     raise
                 time.sleep(1.0)
 
-    def submit(self, fn, *args):
+    def submit(self, fn, *args, worker: str | None = None):
         """Run ``fn(*args)`` on a worker (:class:`RemoteSpectra` arguments read there).
 
         The fit's per-chunk functions run as their keeping variants (:func:`_keeping_table`): a
         refit or statistics task goes preferably to the worker that fitted its chunk first,
-        which still holds the chunk's background-subtracted spectra.
+        which still holds the chunk's background-subtracted spectra. ``worker`` (an address)
+        is preferred likewise: another worker takes the task if that one is gone or busy.
         """
         kwargs = {}
         keeping = _keeping_table().get(fn)
         if keeping is not None:
             fn = keeping
-            where = self._holder.get(_chunk_key(args))
-            if where is not None:
-                kwargs = {"workers": [where], "allow_other_workers": True}
+            worker = self._holder.get(_chunk_key(args), worker)
+        if worker is not None:
+            kwargs = {"workers": [worker], "allow_other_workers": True}
         future = self.executor.submit(_call, fn, *(self._argument(a) for a in args), **kwargs)
         self._futures.append(future)
         if len(self._futures) > 4096:
@@ -379,11 +408,72 @@ class ClusterPool:
                     f"a crash in native code): {' '.join(str(exc).split())}") from None
             raise
 
+    def spread(self, fn, calls, *, weights=None, groups=None):
+        """``fn(*args)`` for every ``args`` of ``calls``; yields ``(index, value)`` as they finish.
+
+        Calls of one group go preferably to one worker (:func:`_owners`): what a worker builds
+        for a call (a simulator, a response matrix) then serves the next ones of its group
+        instead of being built again by every worker. Idle workers still take the tasks of
+        busy ones, and dead workers' tasks run elsewhere. Stopping the generator (or an
+        error) cancels the tasks not finished.
+
+        Parameters
+        ----------
+        fn : callable
+            A module-level function (workers import it).
+        calls : sequence of tuple
+        weights : sequence of float, optional
+            Relative cost of each call (default 1 each).
+        groups : sequence of hashable, optional
+            What each call needs built (default: consecutive calls share what they need).
+        """
+        threads = self.client.nthreads()
+        workers = sorted(threads)
+        weights = np.ones(len(calls)) if weights is None else np.asarray(weights, dtype=np.float64)
+        owner = _owners(weights, groups, [threads[w] for w in workers]) if workers else None
+        futures = {}
+        try:
+            for i, args in enumerate(calls):
+                futures[self.submit(fn, *args, worker=None if owner is None else workers[owner[i]])] = i
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(finished, key=futures.get):
+                    yield futures[future], self.result(future)
+        except BaseException:
+            self.cancel()
+            raise
+
     def cancel(self) -> None:
         """Drop every task of this pool not finished yet (a job stopped from the client)."""
         for future in self._futures:
             future.cancel()
         self._futures = []
+
+
+def _owners(weights, groups, threads) -> np.ndarray:
+    """The worker (index into ``threads``, each worker's thread count) each call goes to.
+
+    With at least as many groups as workers, whole groups go to workers, the heaviest first
+    to the least loaded per thread: nothing is built twice. With fewer groups (or none), the
+    calls in their order are cut into one run per worker of about equal weight per thread:
+    only the groups cut at a run's end are built twice.
+    """
+    threads = np.asarray(threads, dtype=np.float64)
+    if groups is not None and len(set(groups)) >= threads.size:
+        totals: dict = {}
+        for group, weight in zip(groups, weights):
+            totals[group] = totals.get(group, 0.0) + float(weight)
+        load = np.zeros(threads.size)
+        where = {}
+        for group in sorted(totals, key=lambda g: -totals[g]):  # stable: first seen first on ties
+            where[group] = int(np.argmin((load + totals[group]) / threads))
+            load[where[group]] += totals[group]
+        return np.array([where[g] for g in groups], dtype=int)
+    # Call i belongs to the worker whose share of the threads holds the middle of its weight.
+    middle = (np.cumsum(weights) - np.asarray(weights) / 2) / max(float(np.sum(weights)), 1e-300)
+    bounds = np.cumsum(threads) / threads.sum()
+    return np.minimum(np.searchsorted(bounds, middle, side="right"), threads.size - 1)
 
 
 # -- fit: the background-subtracted spectra stay on the worker that made them ------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,6 +251,7 @@ def generate_training_set(
     batch_size: int = 512,
     detectable: bool = True,
     noise: bool = True,
+    pool=None,
 ):
     """Simulate a labelled training set (a progress job; see :mod:`..progress`).
 
@@ -276,6 +278,11 @@ def generate_training_set(
         Poisson counts (default). False writes the expected counts themselves, for measuring
         what the physics allows without counting noise (the same paint and labels for the
         same seed).
+    pool : ClusterPool, optional
+        Simulate the batches on a dask.distributed cluster (:mod:`napari_xrf_pigments.cluster`).
+        The set is the same, to the bit, as without it: only the physics of each batch (no
+        random draw) runs on the workers; every draw, the Poisson counts included, is made here
+        from the one stream, in the order of a run in this process.
 
     Yields
     ------
@@ -291,9 +298,8 @@ def generate_training_set(
         ``recipe.p_distractor > 0`` also ``distractor_present``/``distractor_top``, a
         distractor in any / the top layer) and the generation parameters as ``provenance``.
     """
-    from ..physics import FastSimulator, Instrument, readout_pool
+    from ..physics import Instrument, readout_pool
     from ..pigments import load_pigment_library
-    from .detectable import detectable_labels
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -344,37 +350,44 @@ def generate_training_set(
             foreign_present[i] = any(hits)
             foreign_top[i] = bool(hits) and hits[0]
 
-    yield Progress(0, n, "building the physics of the instrument variants")
+    # The physics of a batch draws nothing: it may run anywhere, in any order. The Poisson
+    # counts are drawn here, batch after batch in the order of the loops below, so that the
+    # stream is consumed as it always was, wherever and whenever the physics was done.
+    batches = []  # (instrument variant, readout, spectra)
+    for k in range(len(instruments)):
+        for r in range(len(readouts[k])):
+            idx = np.flatnonzero((which_instrument == k) & (which_readout == r))
+            batches += [(k, r, idx[start : start + batch_size]) for start in range(0, idx.size, batch_size)]
     # Only the distractors that can be drawn: without them the simulator's components are
     # those of the library before distractors existed (same numbers, faster set-up).
     sim_library = library.without_distractors(keep=sampler.distractors)
-    done = 0
-    for k, inst in enumerate(instruments):
-        simulator = FastSimulator(inst, sim_library)
-        for r, readout in enumerate(readouts[k]):
-            idx = np.flatnonzero((which_instrument == k) & (which_readout == r))
-            for start in range(0, idx.size, batch_size):
-                part = idx[start : start + batch_size]
-                part_strats = [strats[i] for i in part]
-                expected = simulator.simulate(
-                    part_strats, readout=readout, live_time_s=live_time[part]
-                )
-                background = None
-                if background_cps is not None:
-                    background = (
-                        (live_time[part] * background_level[part])[:, None] * background_cps
-                    ).astype(expected.dtype)
-                    expected = expected + background
-                expected_counts = np.clip(expected, 0.0, None)
-                spectra[part] = rng.poisson(expected_counts) if noise else expected_counts
-                if detectable is not None:
-                    detectable[part] = detectable_labels(
-                        part_strats, present[part], classes, simulator, library,
-                        live_time_s=live_time[part], readout=readout, expected=expected,
-                        background=background,
-                    )
-                done += part.size
-                yield Progress(done, n, f"instrument {k + 1}/{len(instruments)}")
+    work = [(readouts[k][r], [strats[i] for i in part], present[part], live_time[part],
+             background_level[part]) for k, r, part in batches]
+    options = (background_cps, detectable is not None)
+    if pool is None:
+        yield Progress(0, n, "building the physics of the instrument variants")
+        results = _batches_here(instruments, sim_library, library, batches, work, options)
+    else:
+        yield Progress(0, n, f"{len(batches)} batches on the cluster")
+        results = _batches_on(pool, instruments, sim_library, library, batches, work, options)
+    drawn, finished, done = 0, np.zeros(len(batches), dtype=bool), 0
+    for b, (expected_counts, labels) in results:
+        k, _, part = batches[b]
+        # Held here until its turn comes: float32 from the simulator, the spectra's dtype, so
+        # the Poisson draw below gets the very numbers a draw straight from the batch got.
+        spectra[part] = expected_counts
+        if labels is not None:
+            detectable[part] = labels
+        finished[b] = True
+        while drawn < len(batches) and finished[drawn]:
+            if noise:
+                at = batches[drawn][2]
+                spectra[at] = rng.poisson(spectra[at])
+            drawn += 1
+        done += part.size
+        message = (f"instrument {k + 1}/{len(instruments)}" if pool is None
+                   else f"batches {int(finished.sum())}/{len(batches)}")
+        yield Progress(done, n, message)
 
     provenance = {
         "generator": "napari_xrf_pigments.datasets.training.generate_training_set",
@@ -410,3 +423,98 @@ def generate_training_set(
         params=params,
         detectable=detectable,
     )
+
+
+# -- the physics of a batch: no random draw, so it runs here or on a cluster's workers -------
+
+
+def batch_counts(simulator, library, batch, options):
+    """Expected counts and detectable labels of one batch of stratigraphies.
+
+    Parameters
+    ----------
+    simulator : FastSimulator
+        Of the batch's instrument variant (float32 spectra).
+    library : PigmentLibrary
+        The whole library (the detectable labels ask it for classes and evidence).
+    batch : tuple
+        ``(readout, stratigraphies, present (b, n_classes), live_time_s (b,),
+        background_level (b,))``.
+    options : tuple
+        ``(background_cps or None, detectable labels wanted)``.
+
+    Returns
+    -------
+    counts : ndarray of float32, shape (b, channels)
+        Expected counts (measured background included), clipped at 0.
+    labels : ndarray of bool, shape (b, n_classes), or None
+    """
+    from .detectable import detectable_labels
+
+    readout, strats, present, live_time, background_level = batch
+    background_cps, wants_labels = options
+    expected = simulator.simulate(strats, readout=readout, live_time_s=live_time)
+    background = None
+    if background_cps is not None:
+        background = ((live_time * background_level)[:, None] * background_cps).astype(expected.dtype)
+        expected = expected + background
+    labels = None
+    if wants_labels:
+        labels = detectable_labels(strats, present, library.labels, simulator, library,
+                                   live_time_s=live_time, readout=readout, expected=expected,
+                                   background=background)
+    return np.clip(expected, 0.0, None), labels
+
+
+def _batches_here(instruments, sim_library, library, batches, work, options):
+    """(batch index, :func:`batch_counts`) in order, in this process."""
+    from ..physics import FastSimulator
+
+    simulator, current = None, None
+    for b, (k, _, _) in enumerate(batches):
+        if k != current:  # one simulator at a time: the batches come instrument by instrument
+            simulator, current = FastSimulator(instruments[k], sim_library), k
+        yield b, batch_counts(simulator, library, work[b], options)
+
+
+def _batches_on(pool, instruments, sim_library, library, batches, work, options):
+    """(batch index, :func:`batch_counts`) as the cluster's workers finish them.
+
+    A task carries its instrument variant, the libraries and its batch's stratigraphies (tens
+    of kB), never spectra; a worker builds each variant's simulator once
+    (:func:`simulate_batch_task`). The batches of one variant go preferably to one worker, so
+    the simulators' set-up (seconds each) is split among the workers rather than repeated by
+    each.
+    """
+    import hashlib
+    import pickle
+
+    # The simulator a worker keeps is named by what it is made of.
+    keys = [hashlib.sha256(pickle.dumps((inst, sim_library))).hexdigest() for inst in instruments]
+    calls = [(keys[k], instruments[k], sim_library, library, work[b], options)
+             for b, (k, _, _) in enumerate(batches)]
+    yield from pool.spread(simulate_batch_task, calls, weights=[part.size for _, _, part in batches],
+                           groups=[k for k, _, _ in batches])
+
+
+_SIMULATORS: dict = {}  # on a worker: key -> FastSimulator, the most recently used last
+_SIMULATORS_KEPT = 4  # a simulator with its readouts' responses is ~100 MB
+_SIMULATORS_LOCK = threading.Lock()
+
+
+def simulate_batch_task(key, instrument, sim_library, library, batch, options):
+    """Task: :func:`batch_counts` on a worker, with the simulator it keeps for ``key``."""
+    from ..physics import FastSimulator
+
+    with _SIMULATORS_LOCK:
+        simulator = _SIMULATORS.pop(key, None)
+    if simulator is None:
+        simulator = FastSimulator(instrument, sim_library)
+    with _SIMULATORS_LOCK:
+        _SIMULATORS[key] = simulator
+        while len(_SIMULATORS) > _SIMULATORS_KEPT:
+            _SIMULATORS.pop(next(iter(_SIMULATORS)))
+        # The readout's response is cached inside the simulator: made under the lock, so that
+        # threads of one worker do not build (and evict) it side by side.
+        simulator.response(batch[0])
+    return batch_counts(simulator, library, batch, options)

@@ -62,6 +62,7 @@ def _same_maps(a_path, b_path, *, atol=0.0):
 
 
 @pytest.mark.parametrize("weight", [0, 1])
+@pytest.mark.slow  # a local dask cluster
 def test_fit_on_a_local_cluster_equals_one_process(pool, fit_cube_file, tmp_path, weight):
     from napari_xrf_pigments.fitting import fit_to_file_job
 
@@ -100,6 +101,7 @@ def mockup_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # a local dask cluster, TensorFlow in each worker
 def test_predict_with_evidence_on_a_local_cluster_equals_one_process(pool, mockup_file, tmp_path):
     """The shipped model: element evidence, tube guess, unexplained maps, block by block."""
     from napari_xrf_pigments.model.files import load_model
@@ -205,6 +207,7 @@ def test_a_missing_scheduler_file_is_reported_after_the_timeout(tmp_path):
             pass
 
 
+@pytest.mark.slow  # a local dask cluster
 def test_a_cube_in_memory_cannot_go_to_the_cluster(pool, tmp_path):
     from napari_xrf_pigments.cube import XRFCube
 
@@ -239,6 +242,7 @@ def _same_set(a, b):
     assert a.provenance == b.provenance and a.pigments == b.pigments
 
 
+@pytest.mark.slow  # a local dask cluster and three simulations
 def test_simulate_on_a_local_cluster_equals_one_process_whatever_the_workers(pool):
     from napari_xrf_pigments.datasets.training import generate_training_set
 
@@ -259,6 +263,7 @@ class _BackwardsPool:
         yield from reversed(list(enumerate(values)))
 
 
+@pytest.mark.slow  # ~5 s of simulation
 def test_simulated_counts_are_drawn_in_batch_order_whatever_order_the_batches_finish():
     from napari_xrf_pigments.datasets.training import generate_training_set
 
@@ -284,6 +289,7 @@ def test_simulate_cli_on_a_cluster_writes_the_same_file(pool, tmp_path):
         assert sorted(a) == sorted(b)
 
 
+@pytest.mark.slow  # a local dask cluster
 def test_a_simulation_stopped_from_the_client_leaves_no_file(pool, tmp_path, monkeypatch):
     """Ctrl-C during the command (as in the progress bar's callback): exit 130, no file, no task."""
     from napari_xrf_pigments import progress
@@ -317,6 +323,7 @@ def test_simulate_with_an_unreachable_scheduler_is_one_line_and_exit_code_2(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # a local dask cluster
 def test_the_dashboard_line_says_how_to_get_one_without_bokeh(pool, monkeypatch):
     import importlib.util
 

@@ -109,10 +109,10 @@ def _guess(text):
 def _cmd_calibrate(args) -> int:
     from pathlib import Path
 
+    from .atomic import check_output_path
     from .calibration import calibrate_cube
     from .errors import OutputExistsError
     from .io import open_cube, write_cube
-    from .io._atomic import check_output_path
 
     if args.out is not None:
         if Path(args.out).resolve() == Path(args.cube).resolve():
@@ -145,10 +145,7 @@ def _load_instrument(path):
 
 
 def _cmd_instrument(args) -> int:
-    import json as _json
-
-    from .io._atomic import atomic_output
-    from .physics.instrument import Instrument, instrument_from_cube
+    from .physics.instrument import Instrument, instrument_from_cube, write_instrument
 
     base = _load_instrument(args.base)
     if str(args.source).lower().endswith(".cfg"):
@@ -161,8 +158,7 @@ def _cmd_instrument(args) -> int:
         instrument, notes = instrument_from_cube(open_cube(args.source), base=base)
     if args.name:
         instrument = instrument.replace(name=args.name)
-    with atomic_output(args.out, force=args.force) as tmp:
-        tmp.write_text(_json.dumps(instrument.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_instrument(instrument, args.out, force=args.force)
     for note in notes:
         print(f"  {note}")
     print(f"instrument written to {args.out}: simulate with it by "
@@ -176,8 +172,8 @@ def _names(text):
 
 
 def _cmd_simulate(args) -> int:
+    from .atomic import check_output_path
     from .datasets.training import TrainingRecipe, generate_training_set
-    from .io._atomic import check_output_path
     from .progress import run_with_tqdm
     from .trainset import write_training_set
 
@@ -215,9 +211,9 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_mockup(args) -> int:
+    from .atomic import check_output_path
     from .datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips, simulate_mockup, write_truth
     from .io import write_cube
-    from .io._atomic import check_output_path
     from .pigments import load_pigment_library
     from .progress import run_with_tqdm
 
@@ -343,10 +339,10 @@ def _cluster_pool(args):
 
 
 def _fit_one(args) -> int:
+    from .atomic import check_output_path
     from .errors import InvalidDataError
     from .fitting import fit_to_file_job, suggest_elements
     from .io import open_cube
-    from .io._atomic import check_output_path
     from .progress import run_with_tqdm
 
     if args.config is not None and (args.tube or args.kv or args.excitation):
@@ -450,7 +446,7 @@ def _cmd_train(args) -> int:
     _quiet_tensorflow()
     import time
 
-    from .io._atomic import check_output_path
+    from .atomic import check_output_path
     from .model.defaults import AUGMENT_COUNTS, AUGMENT_SHIFT_KEV
     from .model.metrics import format_table
     from .model.training import train
@@ -543,8 +539,8 @@ def _cmd_predict(args) -> int:
 
 def _predict_one(args) -> int:
     _quiet_tensorflow()
+    from .atomic import check_output_path
     from .io import open_cube
-    from .io._atomic import check_output_path
     from .io.maps import read_warnings
     from .model.files import load_model
     from .model.predict import predict_to_file
@@ -1055,7 +1051,7 @@ def _sigterm_unwinds():
 
 def _os_error_message(exc: OSError) -> str:
     """One line for an error of the system: a full, read-only or failing disk in plain words."""
-    from .io._atomic import WRITE_ERRORS
+    from .atomic import WRITE_ERRORS
 
     if exc.errno in WRITE_ERRORS:
         return f"cannot write {exc.filename or 'the output'}: {WRITE_ERRORS[exc.errno]}"

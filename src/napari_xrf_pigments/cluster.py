@@ -5,7 +5,7 @@ How the work is split
 ---------------------
 A cube is cut into blocks of rows exactly where a run in one process cuts it: the evidence fit
 of a prediction takes its weights and residual components from each block
-(:meth:`~napari_xrf_pigments.model.predict.Predictor.rows_per_block`), and the fit's chunks
+(:meth:`~napari_xrf_pigments.model.predictor.Predictor.rows_per_block`), and the fit's chunks
 are those of :mod:`napari_xrf_pigments.fitting._engine`. A task carries the cube's path, its
 energy axis and a row range (:class:`CubeRef`, :class:`RemoteSpectra`), never counts: each
 worker opens the shared file and reads its block itself, so one huge cube spreads over the
@@ -707,7 +707,7 @@ def predict_to_file_on(
     Others
         As :func:`~napari_xrf_pigments.model.predict.predict_to_file`.
     """
-    from .io._atomic import check_output_path
+    from .atomic import check_output_path
     from .io.maps import open_maps_writer
     from .model.files import PigmentModel, load_model
     from .model.predict import file_store, finish_maps_file

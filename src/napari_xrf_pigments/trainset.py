@@ -230,7 +230,7 @@ def write_training_set(
     ------
     InvalidDataError, OutputExistsError
     """
-    from .io._atomic import atomic_hdf5
+    from .atomic import atomic_hdf5
 
     spectra, energy, present, top, pigments, detectable = _validate(
         spectra, energy, present, top, pigments, detectable)

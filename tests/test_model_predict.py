@@ -21,7 +21,7 @@ from napari_xrf_pigments.model.architecture import build_model  # noqa: E402
 from napari_xrf_pigments.model.files import PigmentModel, load_model  # noqa: E402
 from napari_xrf_pigments.model.predict import predict_cube, predict_to_file  # noqa: E402
 from napari_xrf_pigments.model.predictor import Predictor  # noqa: E402
-from napari_xrf_pigments.preprocess import Preprocessing  # noqa: E402
+from napari_xrf_pigments.preprocess import Preprocessing, transform, transform_ops  # noqa: E402
 from napari_xrf_pigments.progress import run  # noqa: E402
 
 
@@ -48,6 +48,24 @@ def random_model(n_channels, *, padding="same", kernels=(5, 3, 3, 3, 3)):
                                rng.normal(size=m.shape) * 0.1, rng.uniform(0.5, 2, v.shape)])
     grid = 2.8 + 0.02 * np.arange(n_channels)
     return PigmentModel(net, (("A", "a"), ("B", "b"), ("C", "c")), Preprocessing(grid))
+
+
+def test_graph_transform_matches_the_numpy_transform():
+    # The compiled engines preprocess with transform_ops, training with transform: one input.
+    import keras
+
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(rng.uniform(0, 30, (64, 300))).astype(np.float32)
+    counts[0] = 0  # no counts: stays zero
+    counts[1] *= 1e5  # ~1e8 counts
+    counts[2] = 0
+    counts[2, 7] = 1  # a single count
+    for ref in (1e5, 2.5e3):
+        want = transform(counts, reference_counts=ref)
+        got = keras.ops.convert_to_numpy(transform_ops(counts, reference_counts=ref))
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        assert not got[0].any() and got[2, 7] == 1.0 and np.all(got[1:].max(axis=1) == 1.0)
 
 
 @pytest.mark.slow  # ~5 s per network: both engines built and run

@@ -52,6 +52,62 @@ def test_training_yields_progress_per_epoch():
     assert [s.done for s in steps] == sorted(s.done for s in steps)
 
 
+class _ScriptedNet:
+    """Stands in for a Keras model: each fit returns the next scripted validation loss."""
+
+    def __init__(self, val_losses):
+        self.val_losses = list(val_losses)
+        self.inputs = []
+        self.fits = 0
+
+    def fit(self, x, y, **kwargs):
+        assert kwargs["epochs"] == 1 and kwargs["shuffle"] is True
+        self.inputs.append(x)
+        self.fits += 1
+        val = self.val_losses[self.fits - 1]
+        return type("History", (), {"history": {"loss": [2.0 * val], "val_loss": [val]}})()
+
+    def get_weights(self):
+        return [np.array(self.fits)]
+
+
+def _fit_scripted(val_losses, **kwargs):
+    from napari_xrf_pigments.model.epochs import fit_epochs
+
+    net = _ScriptedNet(val_losses)
+    x = kwargs.pop("x", "x")
+    options = {"validation_data": (None, None), "epochs": len(val_losses), "batch_size": 8,
+               "patience": 2, "label": "fold 1/1", "tag": {"fold": 1}, "done": 10, "total": 30,
+               **kwargs}
+    steps = []
+    job = fit_epochs(net, x, {"y": None}, **options)
+    return run(job, steps.append), steps, net
+
+
+def test_epoch_loop_stops_early_and_keeps_the_best_weights():
+    result, steps, net = _fit_scripted([0.9, 0.5, 0.5 - 1e-7, 0.6, 0.4])
+    # 0.5 - 1e-7 is not lower by more than 1e-6; two epochs without progress stop the loop.
+    assert net.fits == result.epochs_run == 4
+    assert (result.best_loss, result.best_epoch, result.best_weights) == (0.5, 2, [2])
+    assert result.lowest_val_loss == 0.5 - 1e-7
+    assert [s.done for s in steps] == [11, 12, 13, 15]  # an early stop counts every epoch
+    assert steps[0].message == "fold 1/1 epoch 1: loss 1.8000 val_loss 0.9000"
+    assert steps[0].info == {"fold": 1, "epoch": 1, "loss": 1.8, "val_loss": 0.9}
+    assert result.history == [s.info for s in steps]
+
+
+def test_epoch_loop_must_beat_a_given_loss_and_draws_inputs_per_epoch():
+    drawn = iter(range(10))
+    result, steps, net = _fit_scripted(
+        [0.7, 0.6, 0.3], best_loss=0.5, mark_best=True, patience=5, x=lambda: next(drawn)
+    )
+    assert net.inputs == [0, 1, 2]
+    assert [s.info["best"] for s in steps] == [False, False, True]
+    assert (result.best_loss, result.best_epoch, result.epochs_run) == (0.3, 3, 3)
+    result, _, _ = _fit_scripted([0.7, 0.6], best_loss=0.5)
+    assert (result.best_loss, result.best_epoch, result.best_weights) == (0.5, 0, None)
+
+
 def test_split_is_seeded_disjoint_and_80_20():
     test, pairs = split_indices(100, folds=5, seed=3)
     again, _ = split_indices(100, folds=5, seed=3)

@@ -48,6 +48,14 @@ def test_eq1_values():
     assert eq1(np.array(100.0)) == pytest.approx(np.log(1 + np.log(11)))
 
 
+def test_eq1_in_place_is_bit_identical():
+    x = np.random.default_rng(0).poisson(20, (5, 300)).astype(np.float32)
+    want = eq1(x)
+    got = eq1(x, out=x)
+    assert got is x and want.dtype == np.float32
+    assert want.tobytes() == x.tobytes()
+
+
 @pytest.mark.parametrize("source", [BRUKER_M6, 0.05 + 0.02 * np.arange(2048)], ids=["m6", "20eV"])
 def test_resampling_conserves_counts_and_peak_positions(source):
     counts = binned_gaussian(source, 6.40, 0.07, 1e5) + binned_gaussian(source, 12.61, 0.1, 3e4)

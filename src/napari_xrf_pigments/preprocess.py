@@ -18,7 +18,10 @@ or spectrum is brought onto it in four steps:
    every input lies in [0, 1] with its largest channel at 1 (paper: "followed by
    normalization"). A spectrum with no counts on the grid stays all zero.
 
-This module imports no TensorFlow/Keras.
+Steps 3-4 live here only: :func:`transform` in numpy (training, finetuning, checks) and
+:func:`transform_ops` in ``keras.ops`` (inside the compiled inference graphs of
+:mod:`.model.engine` and :mod:`.model.predictor`). This module imports no TensorFlow/Keras at
+import time; :func:`transform_ops` loads ``keras.ops`` when called.
 """
 
 from __future__ import annotations
@@ -195,9 +198,18 @@ def resample(counts, source, target) -> np.ndarray:
     return Resampler(energies_of(source), energies_of(target, what="target grid"))(counts)
 
 
-def eq1(x):
-    """Paper Eq. 1: ``ln(1 + ln(1 + sqrt(x)))`` for counts ``x >= 0`` (any shape, numpy)."""
-    return np.log1p(np.log1p(np.sqrt(x)))
+def eq1(x, *, out=None):
+    """Paper Eq. 1: ``ln(1 + ln(1 + sqrt(x)))`` for counts ``x >= 0`` (any shape, numpy).
+
+    Parameters
+    ----------
+    x : array-like
+    out : ndarray, optional
+        Where to write the result; ``out=x`` works in place (no copies of a training set).
+    """
+    y = np.sqrt(x, out=out)
+    y = np.log1p(y, out=out)
+    return np.log1p(y, out=out)
 
 
 def transform(counts_on_grid, *, reference_counts: float = REFERENCE_COUNTS) -> np.ndarray:
@@ -216,12 +228,36 @@ def transform(counts_on_grid, *, reference_counts: float = REFERENCE_COUNTS) -> 
     total = x.sum(axis=-1, keepdims=True, dtype=np.float64)
     scale = np.where(total > 0, reference_counts / np.where(total > 0, total, 1.0), 0.0)
     x *= scale.astype(np.float32)
-    np.sqrt(x, out=x)
-    np.log1p(x, out=x)
-    np.log1p(x, out=x)
+    eq1(x, out=x)
     peak = x.max(axis=-1, keepdims=True)
     x /= np.where(peak > 0, peak, 1.0)
     return x
+
+
+def transform_ops(counts_on_grid, *, reference_counts: float = REFERENCE_COUNTS):
+    """:func:`transform` in ``keras.ops``, for compiled inference graphs (any Keras backend).
+
+    The same steps on float32 tensors, except that the totals are summed in float32 (numpy sums
+    them in float64): the two agree to float32 rounding, not bit for bit.
+
+    Parameters
+    ----------
+    counts_on_grid : tensor or ndarray, shape (batch, n_channels)
+        Counts on the model grid.
+
+    Returns
+    -------
+    tensor of float32, same shape, values in [0, 1]
+    """
+    from keras import ops
+
+    ref = float(reference_counts)
+    x = ops.cast(counts_on_grid, "float32")
+    total = ops.sum(x, axis=1, keepdims=True)
+    x = x * ops.where(total > 0, ref / ops.maximum(total, 1e-30), 0.0)
+    x = ops.log1p(ops.log1p(ops.sqrt(x)))  # Eq. 1
+    peak = ops.max(x, axis=1, keepdims=True)
+    return x / ops.where(peak > 0, peak, 1.0)
 
 
 @dataclass(frozen=True, eq=False)

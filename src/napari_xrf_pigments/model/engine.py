@@ -4,7 +4,8 @@ The trained Keras model is turned into one compiled function (XLA on TensorFlow,
 JAX) that takes counts on the model grid and returns probabilities. It computes the same
 function as the Keras model (up to float32 rounding), with less work:
 
-- preprocessing (count scaling, Eq. 1, max normalisation) runs inside the graph, fused;
+- preprocessing (count scaling, Eq. 1, max normalisation:
+  :func:`~napari_xrf_pigments.preprocess.transform_ops`) runs inside the graph, fused;
 - batch normalisation (inference) is a per-channel affine ``s*x + t`` fused with LeakyReLU and
   max-pooling into one pass over each activation, instead of several full passes;
 - the single-channel first convolution is computed as a few broadcast multiply-adds at the even
@@ -22,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..preprocess import transform_ops
 
 #: Outputs per Winograd tile. F(6,3) measured fastest on the 2-core CPU (F(4,3) ~6 % slower,
 #: F(8,3) ~30 % slower: its transforms cost more than the products they save).
@@ -248,12 +251,7 @@ def make_forward(net: FoldedNetwork, *, reference_counts: float):
         return y
 
     def forward(counts):
-        x = ops.cast(counts, "float32")
-        total = ops.sum(x, axis=1, keepdims=True)
-        x = x * ops.where(total > 0, ref / ops.maximum(total, 1e-30), 0.0)
-        x = ops.log1p(ops.log1p(ops.sqrt(x)))
-        peak = ops.max(x, axis=1, keepdims=True)
-        h = x / ops.where(peak > 0, peak, 1.0)
+        h = transform_ops(counts, reference_counts=ref)
         for layer, c in zip(net.layers, consts):
             if layer.kind == "direct":
                 h = direct(h if len(h.shape) == 2 else h[..., 0], layer, c)

@@ -13,8 +13,8 @@ starts from its weights and learns from spectra whose pigments are known. Recipe
    head(s) train, Adam ``head_learning_rate`` (1e-3);
 5. stage 2: the convolutional and dense layers trainable, Adam ``learning_rate`` (paper:
    5e-4); the batch normalisations keep their pretrained statistics (``train_batchnorm``);
-6. early stopping on the validation loss throughout: the weights with the lowest validation
-   loss seen (base model included) are kept;
+6. early stopping on the validation loss throughout (:func:`.epochs.fit_epochs`): the weights
+   with the lowest validation loss seen (base model included) are kept;
 7. metrics on the same test pixels ("after").
 
 The base model is never modified (its network is cloned) and never overwritten:
@@ -23,7 +23,6 @@ The base model is never modified (its network is cloned) and never overwritten:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..progress import Progress
 from ..trainset import TrainingSet
 from .defaults import FINETUNE_DEFAULTS as _D
 from .defaults import THRESHOLD
+from .epochs import fit_epochs
 from .files import DEFAULT_MODEL_DIR, ModelFileError, PigmentModel, load_model
 from .metrics import METRICS, evaluate_predictions
 
@@ -360,45 +360,25 @@ def finetune(
         compile_view(lr)  # trainable flags take effect at compile time
         if stage == 2:
             net.set_weights(best["weights"])  # continue from the best so far
-        wait, run, stage_best = 0, 0, (math.inf, 0)
-        for epoch in range(1, n_epochs + 1):
-            fit = view.fit(
-                x[tr], y_tr, batch_size=batch_size, epochs=1, validation_data=val,
-                shuffle=True, verbose=0,
-            )
-            logs = {k: float(v[-1]) for k, v in fit.history.items()}
-            run = epoch
-            improved = logs["val_loss"] < best["val_loss"] - 1e-6
-            if logs["val_loss"] < stage_best[0]:
-                stage_best = (logs["val_loss"], epoch)
-            if improved:
-                best = {
-                    "val_loss": logs["val_loss"], "weights": net.get_weights(),
-                    "stage": stage, "epoch": epoch,
-                }
-                wait = 0
-            else:
-                wait += 1
-            stopping = wait >= patience or epoch == n_epochs
-            history.append({"stage": stage, "epoch": epoch, **logs})
-            yield Progress(
-                done + (n_epochs if stopping else epoch),
-                total,
-                f"stage {stage} ({trainable}) epoch {epoch}: loss {logs['loss']:.4f} "
-                f"val_loss {logs['val_loss']:.4f}",
-                {"stage": stage, "epoch": epoch, **logs, "best": improved},
-            )
-            if stopping:
-                break
+        # Early stopping across both stages: an epoch is kept only if it beats the best so far.
+        run = yield from fit_epochs(
+            view, x[tr], y_tr, validation_data=val, epochs=n_epochs, batch_size=batch_size,
+            patience=patience, label=f"stage {stage} ({trainable})", tag={"stage": stage},
+            done=done, total=total, best_loss=best["val_loss"], keep=net, mark_best=True,
+        )
+        if run.best_epoch:
+            best = {"val_loss": run.best_loss, "weights": run.best_weights,
+                    "stage": stage, "epoch": run.best_epoch}
+        history.extend(run.history)
         done += n_epochs
         stages.append({
             "stage": stage,
             "trainable": trainable,
             "learning_rate": lr,
             "max_epochs": n_epochs,
-            "epochs_run": run,
-            "best_epoch": best["epoch"] if best["stage"] == stage else 0,
-            "best_val_loss": stage_best[0],
+            "epochs_run": run.epochs_run,
+            "best_epoch": run.best_epoch,
+            "best_val_loss": run.lowest_val_loss,
         })
 
     for layer in net.layers:

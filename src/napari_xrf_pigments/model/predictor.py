@@ -24,6 +24,7 @@ import numpy as np
 
 from ..cube import XRFCube, default_rows_per_block
 from ..errors import InvalidDataError
+from ..preprocess import transform_ops
 from ..progress import Progress
 
 #: Spectra per compiled call. Small batches keep activations in cache on a CPU; a GPU wants more.
@@ -212,18 +213,11 @@ class Predictor:
     # -- compiled function -------------------------------------------------------------------
 
     def _keras_forward(self):
-        from keras import ops
-
         net = self.model.keras_model
         ref = float(self.model.preprocessing.reference_counts)
 
         def forward(counts):
-            x = ops.cast(counts, "float32")
-            total = ops.sum(x, axis=1, keepdims=True)
-            x = x * ops.where(total > 0, ref / ops.maximum(total, 1e-30), 0.0)
-            x = ops.log1p(ops.log1p(ops.sqrt(x)))
-            peak = ops.max(x, axis=1, keepdims=True)
-            x = x / ops.where(peak > 0, peak, 1.0)
+            x = transform_ops(counts, reference_counts=ref)
             return dict(net(x[..., None], training=False))
 
         return forward

@@ -7,9 +7,10 @@ figures in ``info``) and returns a :class:`TrainResult`. Recipe:
 2. k-fold cross-validation on the training part: fold i validates on the i-th of k equal groups
    and trains on the others (``folds=1``: one 80/20 train/validation split);
 3. every fold trains with Adam, binary cross-entropy on each head, batch 64, early stopping on
-   the validation loss (the best epoch's weights are kept); the learning rate is constant (the
-   paper) or, with ``lr_schedule="cosine"``, decays along a cosine from ``learning_rate`` to 1 %
-   of it at the last epoch, which lets a fixed epoch budget end in a finer minimum;
+   the validation loss (the best epoch's weights are kept; :func:`.epochs.fit_epochs`); the
+   learning rate is constant (the paper) or, with ``lr_schedule="cosine"``, decays along a
+   cosine from ``learning_rate`` to 1 % of it at the last epoch, which lets a fixed epoch
+   budget end in a finer minimum;
 4. the fold with the lowest validation loss is the model; its test-split metrics
    (:mod:`.metrics`) go into the model metadata.
 
@@ -34,6 +35,7 @@ from ..trainset import TrainingSet, as_pigment_labels, read_training_set
 from .architecture import PAPER_CONFIG, build_model, compile_model
 from .defaults import LR_SCHEDULES, THRESHOLD
 from .defaults import TRAIN_DEFAULTS as _D
+from .epochs import fit_epochs
 from .files import PigmentModel, load_model
 from .metrics import apply_temperature, evaluate_predictions, fit_calibration
 
@@ -272,41 +274,22 @@ def train(
         compile_model(net, learning_rate=rate)
         y_tr = _labels(data, tr, heads, targets)
         val = (features[va], _labels(data, va, heads, targets))
-        x_tr = None if augmenting else features[tr]
-        best_loss, best_weights, best_epoch, wait, run = math.inf, None, 0, 0, 0
-        for epoch in range(1, epochs + 1):
-            if augmenting:
-                aug = augment(counts[tr], rng, count_range=augment_counts, max_shift=max_shift)
-                x_tr = preprocessing.transform(aug)[..., None]
-            fit = net.fit(
-                x_tr, y_tr, batch_size=batch_size, epochs=1, validation_data=val,
-                shuffle=True, verbose=0,
-            )
-            logs = {k: float(v[-1]) for k, v in fit.history.items()}
-            # The rate the next step would use (the schedule's value at the end of the epoch).
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
-            run = epoch
-            history.append({"fold": f, "epoch": epoch, **logs})
-            if logs["val_loss"] < best_loss - 1e-6:
-                best_loss, best_epoch, wait = logs["val_loss"], epoch, 0
-                best_weights = net.get_weights()
-            else:
-                wait += 1
-            stopping = wait >= patience or epoch == epochs
-            yield Progress(
-                (f - 1) * epochs + (epochs if stopping else epoch),
-                total,
-                f"fold {f}/{len(pairs)} epoch {epoch}: loss {logs['loss']:.4f} "
-                f"val_loss {logs['val_loss']:.4f}",
-                {"fold": f, "epoch": epoch, **logs},
-            )
-            if stopping:
-                break
-        fold_results.append(
-            {"fold": f, "best_val_loss": best_loss, "best_epoch": best_epoch, "epochs_run": run}
+
+        def augmented(tr=tr):
+            aug = augment(counts[tr], rng, count_range=augment_counts, max_shift=max_shift)
+            return preprocessing.transform(aug)[..., None]
+
+        run = yield from fit_epochs(
+            net, augmented if augmenting else features[tr], y_tr, validation_data=val,
+            epochs=epochs, batch_size=batch_size, patience=patience,
+            label=f"fold {f}/{len(pairs)}", tag={"fold": f}, done=(f - 1) * epochs,
+            total=total, log_learning_rate=True,
         )
-        if best is None or best_loss < best[0]:
-            best = (best_loss, f, best_weights)
+        history.extend(run.history)
+        fold_results.append({"fold": f, "best_val_loss": run.best_loss,
+                             "best_epoch": run.best_epoch, "epochs_run": run.epochs_run})
+        if best is None or run.best_loss < best[0]:
+            best = (run.best_loss, f, run.best_weights)
         del net
 
     best_loss, best_fold, weights = best

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .._tables import load_table
 from ..cube import EnergyAxis
 from ..errors import InvalidDataError, UnreadableFileError
 from ..pigments._elements import ATOMIC_WEIGHT, parse_formula
@@ -419,8 +420,8 @@ class Instrument:
             raise InvalidDataError(f"invalid instrument description: {exc}") from None
 
     def save(self, path) -> None:
-        """Write the instrument as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        """Write the instrument as JSON, replacing ``path`` (atomically: :func:`write_instrument`)."""
+        write_instrument(self, path, force=True)
 
     @classmethod
     def load(cls, path) -> Instrument:
@@ -430,18 +431,9 @@ class Instrument:
         if path.suffix.lower() == ".cfg":
             return cls.from_pymca_cfg(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            data = load_table(path)
         except OSError as exc:
             raise UnreadableFileError(path, str(exc)) from None
-        try:
-            if path.suffix.lower() == ".toml":
-                try:
-                    import tomllib
-                except ModuleNotFoundError:  # Python 3.10
-                    import tomli as tomllib
-                data = tomllib.loads(text)
-            else:
-                data = json.loads(text)
         except ValueError as exc:
             raise UnreadableFileError(path, f"not valid JSON/TOML: {exc}") from None
         try:

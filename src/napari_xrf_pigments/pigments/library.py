@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._tables import load_table
 from ..errors import InvalidDataError
 from ._elements import ATOMIC_WEIGHT, mass_fractions, parse_formula
 from .stratigraphy import DEFAULT_BINDER, Layer
@@ -469,18 +470,10 @@ def _evidence_problem(material: Pigment, index: Mapping[str, Pigment]) -> str | 
 
 def _read_file(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        return load_table(path)
     except OSError as exc:
         raise PigmentLibraryError(f"cannot read pigment library {path}: {exc}") from None
-    try:
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-            return tomllib.loads(text)
-        return json.loads(text)
-    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+    except ValueError as exc:
         raise PigmentLibraryError(f"pigment library {path} is not valid: {exc}") from None
 
 

@@ -34,9 +34,9 @@ from napari_xrf_pigments.model.finetuning import (  # noqa: E402
     check_finetune_output,
     finetune,
     finetune_to_dir,
-    format_comparison,
     split_labelled,
 )
+from napari_xrf_pigments.model.metrics import format_comparison  # noqa: E402
 from napari_xrf_pigments.progress import run  # noqa: E402
 from napari_xrf_pigments.trainset import TrainingSet  # noqa: E402
 

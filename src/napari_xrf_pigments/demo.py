@@ -261,8 +261,7 @@ def _f1_rows(result: DemoResult) -> list[str]:
 def write_report(path: Path, result: DemoResult, figures: dict, *, cube_shape, models) -> Path:
     """The demo's Markdown report: what was run, Table-3 metrics against the truth, figures."""
     from . import __version__
-    from .model.finetuning import format_comparison
-    from .model.metrics import format_table
+    from .model.metrics import format_comparison, format_table
 
     rows, cols, chans = cube_shape
     split = result.finetune["split"]

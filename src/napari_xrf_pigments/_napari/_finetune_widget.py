@@ -665,7 +665,7 @@ class FinetuneWidget(QWidget):
         return self.runner.cancel()
 
     def _show_result(self, summary):
-        from ..model.finetuning import format_comparison
+        from ..model.metrics import format_comparison
 
         self.result, self.model_out = summary, Path(summary["path"])
         self._draw_curve()

@@ -35,7 +35,7 @@ _EXPORTS = {
     "predict_to_file": "predict",
     "finetune": "finetuning",
     "FinetuneResult": "finetuning",
-    "format_comparison": "finetuning",
+    "format_comparison": "metrics",
 }
 
 __all__ = sorted(_EXPORTS)

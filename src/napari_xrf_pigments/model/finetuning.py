@@ -36,7 +36,7 @@ from .defaults import FINETUNE_DEFAULTS as _D
 from .defaults import THRESHOLD
 from .epochs import fit_epochs
 from .files import DEFAULT_MODEL_DIR, ModelFileError, PigmentModel, load_model
-from .metrics import METRICS, evaluate_predictions
+from .metrics import evaluate_predictions, format_comparison
 
 
 @dataclass
@@ -74,7 +74,7 @@ class FinetuneResult:
     indices: dict = field(default_factory=dict)
 
     def table(self, title: str | None = None) -> str:
-        """Before/after metrics side by side (:func:`format_comparison`)."""
+        """Before/after metrics side by side (:func:`~.metrics.format_comparison`)."""
         return format_comparison(self.before, self.after, title=title)
 
     def save(self, path, *, force: bool = False) -> Path:
@@ -454,81 +454,11 @@ def finetune_to_dir(out, base_model=None, cube=None, labels=None, *, force: bool
     return result, path
 
 
-# -- the before/after table ----------------------------------------------------------------------
-
-_HEAD = ("Acc.", "Sens.", "Prec.", "F1")
-_W = 7
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
-
-
-def _block(metrics: dict, key: str, abbr: str) -> str:
-    m = metrics[key][abbr]
-    return "".join(f"{_fmt(m[k]):>{_W}}" for k in METRICS)
-
-
-def format_comparison(before: dict, after: dict, *, title: str | None = None) -> str:
-    """Per-pigment metrics before and after finetuning, side by side (paper Table 3 style).
-
-    Parameters
-    ----------
-    before, after : dict
-        :func:`~.metrics.evaluate_predictions` output on the same spectra.
-
-    Returns
-    -------
-    str
-        One row per pigment, "full name (abbreviation)", with Acc., Sens., Prec., F1 before and
-        after and n (true positives + false negatives); a second block for the top layer when
-        both have it; then the macro (mean) F1 before -> after.
-    """
-    from ..trainset import as_pigment_labels
-
-    pigments = as_pigment_labels(after["pigments"])
-    labels = [f"{p.name} ({p.abbreviation})" for p in pigments]
-    keys = [("present", "Present (any layer)")]
-    if "top" in before and "top" in after:
-        keys.append(("top", "Top layer"))
-    width = max(len("Pigment"), *(len(s) for s in labels))
-    block = _W * len(_HEAD)
-    lines = [title] if title else []
-    for key, heading in keys:
-        lines.append(f"{heading:<{width}} | {'Before':^{block}} | {'After':^{block}} |")
-        head = "".join(f"{h:>{_W}}" for h in _HEAD)
-        lines.append(f"{'Pigment':<{width}} | {head} | {head} | {'n':>6}")
-        rule = "-" * len(lines[-1])
-        lines.append(rule)
-        for p, label in zip(pigments, labels):
-            n = after[key][p.abbreviation]["support"]
-            lines.append(
-                f"{label:<{width}} | {_block(before, key, p.abbreviation)} | "
-                f"{_block(after, key, p.abbreviation)} | {n:>6}"
-            )
-        lines.append(rule)
-    sb, sa = before.get("summary", {}), after.get("summary", {})
-    lines.append(
-        f"{after['n_spectra']} test spectra, threshold {after['threshold']:g}; present F1 mean "
-        f"(macro) {_fmt(sb.get('present_f1_mean'))} -> {_fmt(sa.get('present_f1_mean'))}, "
-        f"min {_fmt(sb.get('present_f1_min'))} -> {_fmt(sa.get('present_f1_min'))}"
-    )
-    if len(keys) > 1:
-        lines.append(
-            f"top-layer F1 mean {_fmt(sb.get('top_f1_mean'))} -> {_fmt(sa.get('top_f1_mean'))}; "
-            f"top-layer assignment accuracy {_fmt(sb.get('top_assignment_accuracy'))} -> "
-            f"{_fmt(sa.get('top_assignment_accuracy'))}; top-1 accuracy "
-            f"{_fmt(sb.get('top1_accuracy'))} -> {_fmt(sa.get('top1_accuracy'))}"
-        )
-    return "\n".join(lines)
-
-
 __all__ = [
     "FinetuneResult",
     "check_finetune_output",
     "finetune",
     "finetune_to_dir",
-    "format_comparison",
     "split_labelled",
     "ModelFileError",
 ]

@@ -298,6 +298,69 @@ def format_table(metrics: dict, *, title: str | None = None) -> str:
 # -- probability maps against mock-up ground truth -----------------------------------------------
 
 
+# -- finetuning's before/after table -------------------------------------------------------------
+
+_COMPARISON_HEAD = ("Acc.", "Sens.", "Prec.", "F1")
+_COMPARISON_WIDTH = 7
+
+
+def _block(metrics: dict, key: str, abbr: str) -> str:
+    m = metrics[key][abbr]
+    return "".join(f"{_fmt(m[k]):>{_COMPARISON_WIDTH}}" for k in METRICS)
+
+
+def format_comparison(before: dict, after: dict, *, title: str | None = None) -> str:
+    """Per-pigment metrics before and after finetuning, side by side (paper Table 3 style).
+
+    Parameters
+    ----------
+    before, after : dict
+        :func:`~.metrics.evaluate_predictions` output on the same spectra.
+
+    Returns
+    -------
+    str
+        One row per pigment, "full name (abbreviation)", with Acc., Sens., Prec., F1 before and
+        after and n (true positives + false negatives); a second block for the top layer when
+        both have it; then the macro (mean) F1 before -> after.
+    """
+    pigments = as_pigment_labels(after["pigments"])
+    labels = [f"{p.name} ({p.abbreviation})" for p in pigments]
+    keys = [("present", "Present (any layer)")]
+    if "top" in before and "top" in after:
+        keys.append(("top", "Top layer"))
+    width = max(len("Pigment"), *(len(s) for s in labels))
+    block = _COMPARISON_WIDTH * len(_COMPARISON_HEAD)
+    lines = [title] if title else []
+    for key, heading in keys:
+        lines.append(f"{heading:<{width}} | {'Before':^{block}} | {'After':^{block}} |")
+        head = "".join(f"{h:>{_COMPARISON_WIDTH}}" for h in _COMPARISON_HEAD)
+        lines.append(f"{'Pigment':<{width}} | {head} | {head} | {'n':>6}")
+        rule = "-" * len(lines[-1])
+        lines.append(rule)
+        for p, label in zip(pigments, labels):
+            n = after[key][p.abbreviation]["support"]
+            lines.append(
+                f"{label:<{width}} | {_block(before, key, p.abbreviation)} | "
+                f"{_block(after, key, p.abbreviation)} | {n:>6}"
+            )
+        lines.append(rule)
+    sb, sa = before.get("summary", {}), after.get("summary", {})
+    lines.append(
+        f"{after['n_spectra']} test spectra, threshold {after['threshold']:g}; present F1 mean "
+        f"(macro) {_fmt(sb.get('present_f1_mean'))} -> {_fmt(sa.get('present_f1_mean'))}, "
+        f"min {_fmt(sb.get('present_f1_min'))} -> {_fmt(sa.get('present_f1_min'))}"
+    )
+    if len(keys) > 1:
+        lines.append(
+            f"top-layer F1 mean {_fmt(sb.get('top_f1_mean'))} -> {_fmt(sa.get('top_f1_mean'))}; "
+            f"top-layer assignment accuracy {_fmt(sb.get('top_assignment_accuracy'))} -> "
+            f"{_fmt(sa.get('top_assignment_accuracy'))}; top-1 accuracy "
+            f"{_fmt(sb.get('top1_accuracy'))} -> {_fmt(sa.get('top1_accuracy'))}"
+        )
+    return "\n".join(lines)
+
+
 def pigment_maps_arrays(maps) -> tuple[list, np.ndarray, np.ndarray | None]:
     """The pigment probability maps of a maps file, stacked.
 

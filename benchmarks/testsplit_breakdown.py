@@ -33,10 +33,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="the model's training seed")
     args = parser.parse_args(argv)
 
+    from napari_xrf_pigments.datasets.trainset import read_training_set
     from napari_xrf_pigments.model.files import load_model
     from napari_xrf_pigments.model.metrics import binary_metrics
     from napari_xrf_pigments.model.training import split_indices
-    from napari_xrf_pigments.trainset import read_training_set
 
     data = read_training_set(args.data, require_top=True)
     test, _ = split_indices(len(data), folds=1, seed=args.seed)

@@ -54,7 +54,7 @@ def make_set(n=600, seed=0, energy=ENERGY, scale=1.0):
 
 
 def write_set(path, n=600, seed=0, **kwargs):
-    from napari_xrf_pigments.trainset import write_training_set
+    from napari_xrf_pigments.datasets.trainset import write_training_set
 
     spectra, present, top = make_set(n, seed)
     return write_training_set(
@@ -84,9 +84,9 @@ def tiny_trained():
 
     ``TrainResult.progress`` holds the Progress steps the training yielded.
     """
+    from napari_xrf_pigments.datasets.trainset import read_training_set
     from napari_xrf_pigments.model.training import train
     from napari_xrf_pigments.progress import run
-    from napari_xrf_pigments.trainset import read_training_set
 
     d = _tmpdir()
     data = read_training_set(write_set(d / "train.h5"))

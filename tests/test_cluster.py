@@ -277,7 +277,7 @@ def test_simulate_cli_on_a_cluster_writes_the_same_file(pool, tmp_path):
     import h5py
 
     from napari_xrf_pigments.cli import main
-    from napari_xrf_pigments.trainset import read_training_set
+    from napari_xrf_pigments.datasets.trainset import read_training_set
 
     args = ["simulate", "--n", "8", "--seed", "5", "--distractors", "0.5"]
     assert main(args + ["--out", str(tmp_path / "here.h5")]) == 0

@@ -13,10 +13,10 @@ from napari_xrf_pigments.datasets.mockup import (
     write_truth,
 )
 from napari_xrf_pigments.datasets.training import TrainingRecipe, generate_training_set
+from napari_xrf_pigments.datasets.trainset import read_training_set
 from napari_xrf_pigments.io import open_cube
 from napari_xrf_pigments.pigments import load_pigment_library
 from napari_xrf_pigments.progress import run
-from napari_xrf_pigments.trainset import read_training_set
 
 SMALL = crossed_strips(("Top 4", "Top 1"), ("Bottom 2A", "Bottom 3A"), strip_px=2, gap_px=2, margin_px=1)
 

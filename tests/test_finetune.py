@@ -21,6 +21,7 @@ from _model_data import (  # noqa: E402
 
 from napari_xrf_pigments.cli import main  # noqa: E402
 from napari_xrf_pigments.cube import XRFCube  # noqa: E402
+from napari_xrf_pigments.datasets.trainset import TrainingSet  # noqa: E402
 from napari_xrf_pigments.errors import InvalidDataError, OutputExistsError  # noqa: E402
 from napari_xrf_pigments.labels import (  # noqa: E402
     LabelledShape,
@@ -38,7 +39,6 @@ from napari_xrf_pigments.model.finetuning import (  # noqa: E402
 )
 from napari_xrf_pigments.model.metrics import format_comparison  # noqa: E402
 from napari_xrf_pigments.progress import run  # noqa: E402
-from napari_xrf_pigments.trainset import TrainingSet  # noqa: E402
 
 FAST = {"head_epochs": 2, "epochs": 2, "patience": 5, "batch_size": 32}
 

@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("keras")
 
 from napari_xrf_pigments.cli import main  # noqa: E402
+from napari_xrf_pigments.datasets.trainset import TrainingSet  # noqa: E402
 from napari_xrf_pigments.model.adapt import learned_labels  # noqa: E402
 from napari_xrf_pigments.physics import Instrument  # noqa: E402
-from napari_xrf_pigments.trainset import TrainingSet  # noqa: E402
 
 
 def test_a_detectable_model_learns_detectable_labels():

@@ -11,6 +11,7 @@ import pytest
 
 from napari_xrf_pigments.cube import EnergyAxis, XRFCube
 from napari_xrf_pigments.datasets.mockup import crossed_strips, simulate_mockup
+from napari_xrf_pigments.datasets.trainset import PigmentLabel, as_pigment_labels
 from napari_xrf_pigments.errors import CalibrationError
 from napari_xrf_pigments.model.files import DEFAULT_MODEL_DIR, PigmentModel, read_metadata
 from napari_xrf_pigments.model.preflight import (
@@ -27,7 +28,6 @@ from napari_xrf_pigments.physics.instrument import Beam, Tube
 from napari_xrf_pigments.pigments import load_pigment_library
 from napari_xrf_pigments.preprocess import Preprocessing
 from napari_xrf_pigments.progress import run
-from napari_xrf_pigments.trainset import PigmentLabel, as_pigment_labels
 
 M6_SPX = "rosettasciio_bruker/bruker_m6_jetstream_file_example.spx"
 

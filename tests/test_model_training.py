@@ -12,6 +12,7 @@ pytest.importorskip("keras")
 
 from _model_data import ENERGY, PIGMENTS, TINY_ARCH, make_set, tiny_trained, write_set  # noqa: E402
 
+from napari_xrf_pigments.datasets.trainset import TrainingSet, write_training_set  # noqa: E402
 from napari_xrf_pigments.errors import InvalidDataError, UnreadableFileError  # noqa: E402
 from napari_xrf_pigments.model.metrics import (  # noqa: E402
     apply_temperature,
@@ -26,7 +27,6 @@ from napari_xrf_pigments.model.metrics import (  # noqa: E402
 )
 from napari_xrf_pigments.model.training import augment, evaluate, split_indices, train  # noqa: E402
 from napari_xrf_pigments.progress import run  # noqa: E402
-from napari_xrf_pigments.trainset import TrainingSet, write_training_set  # noqa: E402
 
 
 def test_tiny_training_really_learns():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from _model_data import ENERGY, PIGMENTS, make_set, write_set
 
+from napari_xrf_pigments.datasets.trainset import read_training_set, write_training_set
 from napari_xrf_pigments.errors import InvalidDataError, OutputExistsError, UnreadableFileError
 from napari_xrf_pigments.io.maps import read_maps, write_maps
-from napari_xrf_pigments.trainset import read_training_set, write_training_set
 
 
 def test_training_set_round_trip(tmp_path):

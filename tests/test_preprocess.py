@@ -161,7 +161,7 @@ def test_preprocessing_dict_round_trip_and_version_check():
 def test_core_imports_do_not_load_tensorflow():
     code = (
         "import sys, napari_xrf_pigments, napari_xrf_pigments.preprocess, "
-        "napari_xrf_pigments.trainset, napari_xrf_pigments.model, "
+        "napari_xrf_pigments.datasets.trainset, napari_xrf_pigments.model, "
         "napari_xrf_pigments.model.metrics, napari_xrf_pigments.io.maps, napari_xrf_pigments.cli\n"
         "bad = [m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules]\n"
         "assert not bad, bad"

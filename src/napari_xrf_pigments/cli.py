@@ -174,8 +174,8 @@ def _names(text):
 def _cmd_simulate(args) -> int:
     from .atomic import check_output_path
     from .datasets.training import TrainingRecipe, generate_training_set
+    from .datasets.trainset import write_training_set
     from .progress import run_with_tqdm
-    from .trainset import write_training_set
 
     check_output_path(args.out, force=args.force)  # fail now, not after the simulation
     instrument = _load_instrument(args.instrument)

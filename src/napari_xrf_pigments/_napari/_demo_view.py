@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..datasets.trainset import as_pigment_labels
 from ..demo import FILES
 from ..io.maps import read_maps
 from ..labels import read_labels
-from ..trainset import as_pigment_labels
 from ._finetune_widget import add_labels_layer
 from ._maps import ANY_LAYER, TOP_LAYER, geometry, layer_name, put_element_map, put_pigment_map
 

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..datasets.trainset import as_pigment_labels
 from ..labels import (
     LabelsError,
     PixelLabels,
@@ -47,7 +48,6 @@ from ..labels import (
     write_labels,
 )
 from ..model.defaults import FINETUNE_DEFAULTS as D
-from ..trainset import as_pigment_labels
 from ._jobs import JobRunner, error_message
 from ._layers import cube_layers, cube_of
 

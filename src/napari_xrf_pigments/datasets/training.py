@@ -28,8 +28,8 @@ import numpy as np
 
 from .. import __version__
 from ..progress import Progress
-from ..trainset import TrainingSet, as_pigment_labels
 from .mockup import MockupRecipe
+from .trainset import TrainingSet, as_pigment_labels
 
 BINDERS = ("alkyd", "linseed_oil")
 

@@ -39,7 +39,7 @@ One module per job: :mod:`.shapes` (the label model), :mod:`.raster` (pixels of 
 Import from the package: ``from napari_xrf_pigments.labels import read_labels``.
 """
 
-from ..trainset import PigmentLabel
+from ..datasets.trainset import PigmentLabel
 from .extract import extract_training_set, read_pixels, to_pixel_labels
 from .files import LABELS_FORMAT, labels_from_json, labels_to_json, read_labels, write_labels
 from .layers import feature_columns, from_layer_columns, to_layer_columns

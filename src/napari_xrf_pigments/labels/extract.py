@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..trainset import TrainingSet, as_pigment_labels
+from ..datasets.trainset import TrainingSet, as_pigment_labels
 from .files import read_labels
 from .raster import rasterise
 from .shapes import LabelsError, PixelLabels, ShapeLabels

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..datasets.trainset import as_pigment_labels
 from ..errors import InvalidDataError, UnreadableFileError
-from ..trainset import as_pigment_labels
 from .shapes import LabelledShape, LabelsError, ShapeLabels
 from .truth import labels_from_truth
 

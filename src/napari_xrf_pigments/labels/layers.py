@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..trainset import as_pigment_labels
+from ..datasets.trainset import as_pigment_labels
 from .shapes import LabelledShape, LabelsError, ShapeLabels, label_text
 
 

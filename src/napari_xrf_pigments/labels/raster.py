@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..trainset import as_pigment_labels
+from ..datasets.trainset import as_pigment_labels
 from .shapes import LabelledShape, LabelsError, PixelLabels, ShapeLabels, label_text
 
 # Tolerance (pixels) for "on the border": vertices typed as x.5 must not lose pixels to rounding.

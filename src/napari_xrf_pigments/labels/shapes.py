@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..datasets.trainset import as_pigment_labels
 from ..errors import InvalidDataError
-from ..trainset import as_pigment_labels
 
 SHAPE_TYPES = ("rectangle", "polygon", "ellipse")
 

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
+from ..datasets.trainset import as_pigment_labels
 from ..errors import InvalidDataError
-from ..trainset import as_pigment_labels
 from .shapes import LabelledShape, LabelsError, PixelLabels, ShapeLabels
 
 

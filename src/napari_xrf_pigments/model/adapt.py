@@ -15,8 +15,8 @@ labels (what reaches the detector of *this* instrument), as ``train --targets de
 
 from __future__ import annotations
 
+from ..datasets.trainset import TrainingSet
 from ..progress import Progress
-from ..trainset import TrainingSet
 from .defaults import ADAPT_DEFAULTS as _D
 
 

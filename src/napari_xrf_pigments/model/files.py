@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.trainset import PigmentLabel, as_pigment_labels
 from ..errors import InvalidDataError, XRFPigmentsError
 from ..preprocess import Preprocessing
-from ..trainset import PigmentLabel, as_pigment_labels
 from .predictor import Predictor
 
 MODEL_FORMAT = "napari-xrf-pigments/model"

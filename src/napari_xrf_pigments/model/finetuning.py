@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.trainset import TrainingSet
 from ..errors import InvalidDataError
 from ..progress import Progress
-from ..trainset import TrainingSet
 from .defaults import FINETUNE_DEFAULTS as _D
 from .defaults import THRESHOLD
 from .epochs import fit_epochs

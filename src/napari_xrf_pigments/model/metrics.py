@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..trainset import as_pigment_labels
+from ..datasets.trainset import as_pigment_labels
 
 METRICS = ("accuracy", "sensitivity", "precision", "f1")
 

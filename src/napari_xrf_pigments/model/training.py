@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.trainset import TrainingSet, as_pigment_labels, read_training_set
 from ..errors import InvalidDataError
 from ..preprocess import Preprocessing
 from ..progress import Progress
-from ..trainset import TrainingSet, as_pigment_labels, read_training_set
 from .architecture import PAPER_CONFIG, build_model, compile_model
 from .defaults import LR_SCHEDULES, THRESHOLD
 from .defaults import TRAIN_DEFAULTS as _D
@@ -181,7 +181,7 @@ def train(
     Parameters
     ----------
     data : TrainingSet, str or Path
-        Labelled spectra (:mod:`napari_xrf_pigments.trainset`).
+        Labelled spectra (:mod:`napari_xrf_pigments.datasets.trainset`).
     folds : int
         Cross-validation folds (1: a single train/validation split).
     epochs : int

@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import InvalidDataError, UnreadableFileError
+from ..errors import InvalidDataError, UnreadableFileError
 
 TRAINING_SET_FORMAT = "napari-xrf-pigments/training-set"
 TRAINING_SET_VERSION = 1
@@ -230,7 +230,7 @@ def write_training_set(
     ------
     InvalidDataError, OutputExistsError
     """
-    from .atomic import atomic_hdf5
+    from ..atomic import atomic_hdf5
 
     spectra, energy, present, top, pigments, detectable = _validate(
         spectra, energy, present, top, pigments, detectable)

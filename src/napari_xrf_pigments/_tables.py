@@ -20,6 +20,7 @@ def load_table(path) -> dict:
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".toml":
         try:
+            # here: tomllib (Python 3.11+) or tomli, only when a TOML file is read
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib

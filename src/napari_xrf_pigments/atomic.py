@@ -186,6 +186,7 @@ def atomic_hdf5(path, *, force: bool = False):
     OutputExistsError, OutputWriteError
         As :func:`atomic_output`.
     """
+    # lazy: h5py loads only where HDF5 is read or written
     import h5py
 
     with atomic_output(path, force=force) as tmp, _KeepFirstError(tmp, "r+b") as target, \

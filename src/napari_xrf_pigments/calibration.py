@@ -23,7 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cube import EnergyAxis, check_counts, sample_plan
+from .errors import CalibrationError, InvalidDataError
+from .lines import _elements, element_lines
 from .peaks import SEARCH_KEV, LineFit, SumSpectrum, fwhm_function
+from .progress import Progress, run
 
 __all__ = [
     "AUTO_LINES",
@@ -106,9 +110,9 @@ class CalibrationCheck:
     """
 
     offset_keV: float | None
-    lines: tuple = ()
+    lines: tuple[LineMatch, ...] = ()
     tolerance_keV: float | None = None
-    rejected: tuple = ()
+    rejected: tuple[str, ...] = ()
     note: str = ""
 
     @property
@@ -124,8 +128,6 @@ class CalibrationCheck:
 
 def _family(element, family) -> tuple:
     """The lines of an element's family (K, L), PyMca's rates, weakest left out."""
-    from .lines import element_lines
-
     return tuple(element_lines(element, (family,), min_rate=0.002))
 
 
@@ -138,8 +140,6 @@ def _group(lines, group) -> list[tuple[float, float]]:
 def _candidates(anode, kv, e_lo, e_hi, lines=CALIBRATION_LINES) -> list[tuple]:
     """(label, element, family, group, group lines, family lines) of ``lines`` (and the tube
     line) to look for: excited by ``kv`` (when known) and inside [e_lo, e_hi] keV."""
-    from .lines import _elements
-
     def binding(element):
         return _elements().Element[element]["binding"]
 
@@ -206,8 +206,6 @@ def measure_calibration(
     -------
     CalibrationCheck
     """
-    from .errors import CalibrationError, InvalidDataError
-
     e = np.asarray(energy_keV, dtype=np.float64).ravel()
     y = np.asarray(sum_spectrum, dtype=np.float64).ravel()
     if e.shape != y.shape or e.size < 16:
@@ -291,7 +289,6 @@ def _unambiguous(fit: LineFit, fits, anode, fwhm, rejected) -> bool:
     if anode is not None and fit.element != anode:
         # Scattered tube lines of any family (Ag La on Ar Ka, say) cannot be predicted from
         # the fit of another family: a strong one near the peak makes it ambiguous.
-        from .lines import element_lines
 
         near = [ln for ln in element_lines(anode, min_rate=0.03)
                 if abs(ln.energy - fit.expected) < 1.5 * fwhm(fit.expected)]
@@ -458,13 +455,13 @@ class AutoCalibration:
     zero_keV: float
     gain_keV: float
     quad_keV: float
-    lines: tuple
+    lines: tuple[CalibrationLine, ...]
     residual_keV: float
     covariance: np.ndarray
     stated: object
     n_channels: int
-    rejected: tuple = ()
-    notes: tuple = ()
+    rejected: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def calibration(self) -> tuple[float, float, float]:
@@ -684,9 +681,6 @@ def find_calibration(
     InvalidDataError
         If the spectrum is not 1-D, finite and non-negative.
     """
-    from .cube import EnergyAxis
-    from .errors import CalibrationError, InvalidDataError
-
     y = np.asarray(sum_spectrum, dtype=np.float64).ravel()
     if y.size < 16:
         raise InvalidDataError(f"the sum spectrum has {y.size} channels; at least 16 are needed")
@@ -811,8 +805,6 @@ def _name_peaks(e0, y, fwhm, anode, kv, max_offset_keV, max_gain_error):
 
     Returns a, b and the labels of the lines named.
     """
-    from .errors import CalibrationError
-
     spectrum = SumSpectrum(e0, y, fwhm)
     peaks = spectrum.find_peaks(max(float(e0[0]), 1.0), float(e0[-1]), MIN_SIGNIFICANCE)
     if not peaks:
@@ -961,6 +953,7 @@ def _fit_polynomial(fits, energies, channels, fwhm, quadratic):
         if quadratic:
             better = True
         else:
+            # lazy: scipy is heavy
             from scipy.stats import f as f_distribution
 
             f_value = (chi2 - q_chi2) / max(q_chi2 / max(n - 3, 1), 1e-12)
@@ -996,8 +989,6 @@ def calibrate_cube(cube, *, guess=None, max_spectra: int = 20000,
     AutoCalibration
         :meth:`AutoCalibration.apply` gives the recalibrated cube.
     """
-    from .progress import run
-
     return run(calibrate_cube_job(cube, guess=guess, max_spectra=max_spectra,
                                   quadratic=quadratic))
 
@@ -1040,10 +1031,8 @@ def calibrate_cube_job(cube, *, guess=None, max_spectra: int = 20000,
     InvalidDataError
         If the sampled counts hold NaN or negative values.
     """
-    from .cube import check_counts, sample_plan
-    from .errors import CalibrationError
+    # here, not at the top: model.preflight imports this module (an import cycle)
     from .model.preflight import cube_resolution, cube_tube
-    from .progress import Progress
 
     if guess is None and not cube.calibrated:
         raise CalibrationError(

@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
+import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
+import time
+import traceback
+from pathlib import Path
 
 from . import __version__
 from ._quiet import native_stderr_silenced
-from .errors import XRFPigmentsError
+from .atomic import WRITE_ERRORS, check_output_path
+from .demo import FILES, run_demo
+from .errors import CalibrationError, InvalidDataError, OutputExistsError, XRFPigmentsError
+from .io import open_cube, write_cube
+from .model.defaults import ADAPT_DEFAULTS as A
+from .model.defaults import AUGMENT_COUNTS, AUGMENT_SHIFT_KEV, LR_SCHEDULES, THRESHOLD
+from .model.defaults import FINETUNE_DEFAULTS as F
+from .model.defaults import TRAIN_DEFAULTS as D
 
 EXIT_USAGE_OR_INPUT = 2
 EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports a command killed by it
@@ -24,8 +38,6 @@ _DEBUG = False  # --debug: set by main()
 
 
 def _cmd_info(args) -> int:
-    from .io import open_cube
-
     cube = open_cube(args.file)
     summary = {
         "format": cube.format,
@@ -71,6 +83,7 @@ def _pixel_size(text):
 
 
 def _cmd_assemble(args) -> int:
+    # lazy: loads numpy; the command starts (and --help answers) without it
     from .io.pointgrid import assemble_job
     from .progress import run_with_tqdm
 
@@ -107,12 +120,7 @@ def _guess(text):
 
 
 def _cmd_calibrate(args) -> int:
-    from pathlib import Path
-
-    from .atomic import check_output_path
     from .calibration import calibrate_cube
-    from .errors import OutputExistsError
-    from .io import open_cube, write_cube
 
     if args.out is not None:
         if Path(args.out).resolve() == Path(args.cube).resolve():
@@ -153,8 +161,6 @@ def _cmd_instrument(args) -> int:
         notes = [f"excitation, detector, geometry, calibration and peak shape from the PyMca "
                  f"configuration {args.source}"]
     else:
-        from .io import open_cube
-
         instrument, notes = instrument_from_cube(open_cube(args.source), base=base)
     if args.name:
         instrument = instrument.replace(name=args.name)
@@ -172,7 +178,6 @@ def _names(text):
 
 
 def _cmd_simulate(args) -> int:
-    from .atomic import check_output_path
     from .datasets.training import TrainingRecipe, generate_training_set
     from .datasets.trainset import write_training_set
     from .progress import run_with_tqdm
@@ -183,7 +188,6 @@ def _cmd_simulate(args) -> int:
     with _cluster_pool(args) as pool:
         background = None
         if args.background is not None:
-            from .io import open_cube
             from .physics import estimate_background
 
             background = estimate_background(open_cube(args.background), instrument.readout)
@@ -211,9 +215,7 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_mockup(args) -> int:
-    from .atomic import check_output_path
     from .datasets.mockup import FIG7_BOTTOMS, FIG7_TOPS, crossed_strips, simulate_mockup, write_truth
-    from .io import write_cube
     from .pigments import load_pigment_library
     from .progress import run_with_tqdm
 
@@ -250,10 +252,6 @@ def _cube_outputs(args) -> list[tuple[str, str]]:
     """(cube, maps file) pairs of ``fit``/``predict``: ``--out`` for one cube, or
     ``--out-dir DIR`` for any number (``DIR/<cube stem>.h5``). Globs the shell left unexpanded
     are expanded here (sorted)."""
-    import glob
-    from pathlib import Path
-
-    from .errors import InvalidDataError
 
     cubes = []
     for text in args.cube:
@@ -288,9 +286,6 @@ def _each_cube(args, run_one) -> int:
     resumes where it stopped), a cube that fails is one error line and the next one runs; exit
     code 2 if any failed. Ctrl-C and SIGTERM stop the campaign (the current output is removed).
     """
-    import argparse
-    from pathlib import Path
-
     pairs = _cube_outputs(args)
     if args.out_dir is None:
         args.cube, args.out = pairs[0]
@@ -339,10 +334,7 @@ def _cluster_pool(args):
 
 
 def _fit_one(args) -> int:
-    from .atomic import check_output_path
-    from .errors import InvalidDataError
     from .fitting import fit_to_file_job, suggest_elements
-    from .io import open_cube
     from .progress import run_with_tqdm
 
     if args.config is not None and (args.tube or args.kv or args.excitation):
@@ -393,8 +385,6 @@ def _fit_one(args) -> int:
 
 def _quiet_tensorflow():
     """Hide TensorFlow's C++ info/warning log lines (XLA, oneDNN notices) in CLI output."""
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -415,8 +405,6 @@ def _tensorflow_startup_quiet():
 
 def _require_calibrated(cube, path):
     """The pigment model reads energies: refuse an uncalibrated cube before TensorFlow loads."""
-    from .errors import CalibrationError
-
     if not cube.calibrated:
         raise CalibrationError(
             f"{path}: the energy axis is not calibrated, so the pigment model cannot read it: set "
@@ -444,10 +432,7 @@ def _parse_grid(text):
 
 def _cmd_train(args) -> int:
     _quiet_tensorflow()
-    import time
 
-    from .atomic import check_output_path
-    from .model.defaults import AUGMENT_COUNTS, AUGMENT_SHIFT_KEV
     from .model.metrics import format_table
     from .model.training import train
     from .progress import run_with_tqdm
@@ -481,7 +466,6 @@ def _cmd_train(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     _quiet_tensorflow()
-    from .errors import InvalidDataError
     from .model.metrics import evaluate_maps, format_table
     from .progress import run_with_tqdm
 
@@ -501,7 +485,6 @@ def _cmd_evaluate(args) -> int:
             raise InvalidDataError("--cube and --maps are scored against a ground truth: give --truth")
         maps = args.maps
         if args.cube is not None:
-            from .io import open_cube
             from .model.files import load_model
             from .model.predict import predict_cube
 
@@ -539,8 +522,6 @@ def _cmd_predict(args) -> int:
 
 def _predict_one(args) -> int:
     _quiet_tensorflow()
-    from .atomic import check_output_path
-    from .io import open_cube
     from .io.maps import read_warnings
     from .model.files import load_model
     from .model.predict import predict_to_file
@@ -611,12 +592,9 @@ def _cmd_adapt(args) -> int:
     if str(args.instrument).lower().endswith((".json", ".toml", ".cfg")):
         instrument = Instrument.load(args.instrument)
     else:
-        from .io import open_cube
-
         instrument, _ = instrument_from_cube(open_cube(args.instrument))
     background = None
     if args.background is not None:
-        from .io import open_cube
         from .physics import estimate_background
 
         background = estimate_background(open_cube(args.background), instrument.readout)
@@ -642,7 +620,6 @@ def _cmd_adapt(args) -> int:
 def _cmd_export(args) -> int:
     import numpy as np
 
-    from .errors import InvalidDataError
     from .io.maps import read_maps
     from .io.tiff import write_maps_tiff
 
@@ -663,8 +640,6 @@ def _cmd_export(args) -> int:
 
 
 def _display_available() -> bool:
-    import os
-
     return sys.platform in ("darwin", "win32") or bool(
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     )
@@ -672,7 +647,6 @@ def _display_available() -> bool:
 
 def _cmd_demo(args) -> int:
     _quiet_tensorflow()
-    from .demo import FILES, run_demo
     from .progress import run_with_tqdm
 
     if args.view and not _display_available():
@@ -687,8 +661,6 @@ def _cmd_demo(args) -> int:
     print(f"macro F1 against the truth: {before['present_f1_mean']:.3f} with the shipped model, "
           f"{after['present_f1_mean']:.3f} after finetuning")
     if args.view and _display_available():
-        import subprocess
-
         # napari runs in a process of its own: TensorFlow, loaded here, and the OpenGL
         # driver's LLVM must not meet in one process.
         return subprocess.call(
@@ -889,8 +861,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_fit)
 
-    from .model.defaults import LR_SCHEDULES, THRESHOLD
-    from .model.defaults import TRAIN_DEFAULTS as D
 
     p = sub.add_parser("train", help="train a pigment model on a labelled training set")
     p.add_argument("--data", required=True, help="training set (.h5, see docs/model.md)")
@@ -957,8 +927,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "unexplained maps (checked maps are the default; raw ones go to /raw)")
     p.set_defaults(func=_cmd_predict)
 
-    from .model.defaults import ADAPT_DEFAULTS as A
-    from .model.defaults import FINETUNE_DEFAULTS as F
 
     p = sub.add_parser("adapt", help="a model for your instrument: the shipped model finetuned "
                                      "on spectra simulated with it")
@@ -1051,8 +1019,6 @@ def _sigterm_unwinds():
 
 def _os_error_message(exc: OSError) -> str:
     """One line for an error of the system: a full, read-only or failing disk in plain words."""
-    from .atomic import WRITE_ERRORS
-
     if exc.errno in WRITE_ERRORS:
         return f"cannot write {exc.filename or 'the output'}: {WRITE_ERRORS[exc.errno]}"
     return " ".join(str(exc).split())  # HDF5's messages span lines
@@ -1076,8 +1042,6 @@ def _one_line(message: str, args) -> str:
 
 def _debug_report(exc: BaseException) -> None:
     """--debug: the traceback with the chained library exceptions (their own words)."""
-    import traceback
-
     traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
 
 
@@ -1098,7 +1062,6 @@ def _debug_logging(enabled: bool):
     if not enabled:
         yield
         return
-    import logging
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("debug: %(name)s: %(message)s"))

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import logging
 import os
 import re
 import threading
@@ -48,8 +50,14 @@ from pathlib import Path
 import numpy as np
 
 from ._quiet import native_stderr_silenced
+from .atomic import check_output_path
 from .cube import XRFCube
 from .errors import ClusterError, InvalidDataError
+from .fitting import _worker, fit_to_file_job
+from .io import open_cube
+from .io.maps import open_maps_writer
+from .model.files import PigmentModel, load_model
+from .model.predict import file_store, finish_maps_file
 from .progress import Progress
 
 #: Seconds to wait for a scheduler before giving up (dask's own default is 30 s and retries).
@@ -103,10 +111,10 @@ def connect(scheduler: str, *, timeout_s: float | None = None):
     kind, where = parse_scheduler(scheduler)
     timeout = SCHEDULER_TIMEOUT_S if timeout_s is None else float(timeout_s)
     try:
+        # lazy: distributed is optional (the cluster extra)
         import distributed
     except ImportError:
         raise ClusterError(f"--scheduler needs dask.distributed, which is not installed: {_INSTALL_HINT}") from None
-    import logging
 
     cluster = None
     try:
@@ -157,9 +165,6 @@ def dask_config(key):
 def _address_in_file(path: str, timeout: float) -> str:
     """The scheduler address in a scheduler file, waiting up to ``timeout`` s for the file
     (a batch job's scheduler writes it when it starts)."""
-    import json
-    import time
-
     deadline = time.monotonic() + timeout
     while not Path(path).is_file():
         if time.monotonic() > deadline:
@@ -224,7 +229,7 @@ class CubeRef:
 
     path: str
     energy: object
-    shape: tuple
+    shape: tuple[int, int, int]
 
     @classmethod
     def of(cls, cube) -> CubeRef:
@@ -249,8 +254,6 @@ class CubeRef:
         with _LOCK:
             cube = _CUBES.get(key)
         if cube is None:
-            from .io import open_cube
-
             cube = open_cube(self.path)
             if tuple(cube.shape) != tuple(self.shape):
                 raise InvalidDataError(
@@ -526,8 +529,6 @@ def _fit_chunk_keeping(token, blob, raw, keep):
     """:func:`~napari_xrf_pigments.fitting._worker.fit_spectra` (``keep`` false: parameters
     and statistics), keeping the chunk's spectra on this worker (``raw`` was read here from
     a :class:`RemoteSpectra`, see :func:`_call_keeping`)."""
-    from .fitting import _worker
-
     spectra, raw = raw
     model = _worker._model(token, blob)
     params, net = _worker.fit_spectra(token, blob, raw, True)
@@ -541,8 +542,6 @@ def _fit_chunk_keeping(token, blob, raw, keep):
 def _refit_keeping(token, blob, spectra, is_raw, keep_columns):
     """:func:`~napari_xrf_pigments.fitting._worker.refit_spectra` on the kept spectra of the
     chunk if this worker has them, else on the spectra read and stripped again."""
-    from .fitting import _worker
-
     spectra, read = spectra
     kept = _kept(_chunk_key((token, spectra)))
     if kept is None:
@@ -553,8 +552,6 @@ def _refit_keeping(token, blob, spectra, is_raw, keep_columns):
 def _statistics_keeping(token, blob, spectra, params, n_free):
     """:func:`~napari_xrf_pigments.fitting._worker.spectra_statistics`, on the kept spectra
     of the chunk if this worker has them."""
-    from .fitting import _worker
-
     spectra, read = spectra
     kept = _kept(_chunk_key((token, spectra)))
     if kept is None:
@@ -576,8 +573,6 @@ def _call_keeping(fn, *args):
 
 
 def _keeping_table():
-    from .fitting import _worker
-
     return {_worker.fit_spectra: _fit_chunk_keeping, _worker.refit_spectra: _refit_keeping,
             _worker.spectra_statistics: _statistics_keeping}
 
@@ -591,8 +586,6 @@ def _predictor(model_path: str, options: tuple):
     with _LOCK:
         predictor = _PREDICTORS.get(key)
     if predictor is None:
-        from .model.files import load_model
-
         with _native_startup_quiet():
             predictor = load_model(model_path).predictor(**dict(options))
             _ = predictor.function  # compile now: every block of this worker uses it
@@ -707,15 +700,8 @@ def predict_to_file_on(
     Others
         As :func:`~napari_xrf_pigments.model.predict.predict_to_file`.
     """
-    from .atomic import check_output_path
-    from .io.maps import open_maps_writer
-    from .model.files import PigmentModel, load_model
-    from .model.predict import file_store, finish_maps_file
-
     check_output_path(out, force=force)
     if not isinstance(cube, XRFCube):
-        from .io import open_cube
-
         input_file = input_file or str(cube)
         cube = open_cube(cube)
     ref = CubeRef.of(cube)
@@ -793,8 +779,6 @@ def fit_to_file_on(pool: ClusterPool, cube, out, config=None, *, force: bool = F
     process, and the file is written (atomically) once the fit has finished. ``workers`` and
     ``cache_mb`` in ``fit_kwargs`` are not used.
     """
-    from .fitting import fit_to_file_job
-
     fit_kwargs.pop("workers", None)
     fit_kwargs.pop("cache_mb", None)
     return fit_to_file_job(cube, out, config, force=force, pool=pool, **fit_kwargs)

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .pigments._elements import ATOMIC_NUMBER
+
 #: Percentile at which element maps are clipped (paper section 3.2).
 CLIP_PERCENTILE = 99.0
 #: Elements lighter than K (Z = 19) are left out of pairings: their lines (S K of vermilion,
@@ -67,8 +69,8 @@ def default_elements(pigment: str, available: Sequence[str] | None = None, libra
         Empty when the pigment is unknown, or none of its elements is available or seen by XRF
         (ultramarine).
     """
+    # here, not at the top: the tests monkeypatch this name on its module
     from .pigments import load_pigment_library
-    from .pigments._elements import ATOMIC_NUMBER
 
     library = load_pigment_library() if library is None else library
     symbols = _tracers(library, pigment)
@@ -115,8 +117,6 @@ def _find(library, pigment: str):
 
 def _tracers(library, pigment) -> tuple[str, ...]:
     """Element symbols (K and heavier) that trace what ``pigment`` names; empty if unknown."""
-    from .pigments._elements import ATOMIC_NUMBER
-
     def heavy(symbols):
         return tuple(s for s in dict.fromkeys(symbols) if ATOMIC_NUMBER.get(s, 0) >= MIN_Z)
 

@@ -199,7 +199,7 @@ class XRFCube:
     positions: tuple[np.ndarray, np.ndarray] | None = None
     source: str | None = None
     format: str = "array"
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         shape = tuple(getattr(self.counts, "shape", ()))
@@ -268,6 +268,7 @@ class XRFCube:
 
     def to_dask(self, rows_per_chunk: int | None = None):
         """The counts as a dask array chunked by whole spectra (lazy, nothing is read)."""
+        # lazy: dask is heavy
         import dask.array as da
 
         if isinstance(self.counts, da.Array):

@@ -15,6 +15,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .atomic import naming_write_errors, normal_permissions
+from .datasets.sample import sample_mockup
+from .errors import OutputExistsError
+from .io import open_cube
+from .progress import Progress, run
 
 #: What the demo writes, relative to its folder.
 FILES = {
@@ -61,14 +69,15 @@ class DemoResult:
     """
 
     out: Path
-    before: dict
-    after: dict
-    finetune: dict
-    seconds: dict = field(default_factory=dict)
+    before: dict[str, Any]
+    after: dict[str, Any]
+    finetune: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def fit_elements(pigments) -> list[str]:
     """Element symbols to fit for these pigments: their tracers plus the ground's."""
+    # lazy: loads numpy
     from .compare import default_pairing
 
     symbols = {g.split()[0] for groups in default_pairing(pigments).values() for g in groups}
@@ -76,8 +85,6 @@ def fit_elements(pigments) -> list[str]:
 
 
 def _check_out(out: Path, force: bool) -> None:
-    from .errors import OutputExistsError
-
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; choose another folder or pass --force to replace it")
     if out.exists() and not out.is_dir():
@@ -99,8 +106,6 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 
 def _default_drive(job, stage):
-    from .progress import run
-
     return run(job)
 
 
@@ -123,8 +128,6 @@ def run_demo(out, *, force: bool = False, drive=None, workers: int | None = None
     -------
     DemoResult
     """
-    from .atomic import naming_write_errors, normal_permissions
-
     out = Path(out).absolute()
     _check_out(out, force)
     drive = drive or _default_drive
@@ -142,9 +145,7 @@ def run_demo(out, *, force: bool = False, drive=None, workers: int | None = None
 
 def _run_stages(work: Path, out: Path, drive, workers) -> DemoResult:
     """The stages, writing into ``work``; paths recorded in the outputs name ``out``."""
-    from .datasets.sample import sample_mockup
     from .fitting import fit_to_file_job
-    from .io import open_cube
     from .labels import strip_shapes, write_labels
     from .model.files import load_model
     from .model.finetuning import finetune_to_dir
@@ -212,7 +213,6 @@ def write_figures(folder: Path):
     from .datasets.mockup import read_truth
     from .io.maps import read_maps
     from .model.metrics import pigment_maps_arrays
-    from .progress import Progress
 
     elements, _ = read_maps(folder / FILES["element_maps"])
     element_maps = {name: array for name, (array, attrs) in elements.items() if attrs.get("kind") == "element"}
@@ -260,7 +260,6 @@ def _f1_rows(result: DemoResult) -> list[str]:
 
 def write_report(path: Path, result: DemoResult, figures: dict, *, cube_shape, models) -> Path:
     """The demo's Markdown report: what was run, Table-3 metrics against the truth, figures."""
-    from . import __version__
     from .model.metrics import format_comparison, format_table
 
     rows, cols, chans = cube_shape

@@ -1,4 +1,6 @@
 """Exceptions with messages meant for users: what is wrong and what to do."""
+import sys
+from pathlib import Path
 
 
 class XRFPigmentsError(Exception):
@@ -55,9 +57,6 @@ def unguarded_script_hint() -> str:
     runs its fit or prediction in each of them, which Python refuses, and only the worker's
     stderr says so.
     """
-    import sys
-    from pathlib import Path
-
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if getattr(main, "__spec__", None) is not None or not path:

@@ -31,12 +31,17 @@ Everything here is numpy on blocks of spectra; it runs beside the network in the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+
+from .lines import _elements, element_lines
+from .model.preflight import cube_tube
+from .physics.instrument import Readout, fwhm_at
 
 #: Elements fitted: those of painting materials with lines above the model's 2.8 keV crop.
 CANDIDATE_ELEMENTS = (
@@ -105,8 +110,6 @@ def line_groups(symbol: str, lo_keV: float, hi_keV: float) -> dict:
         ``L1``, ``L2``, ``L3a``, ``L3b`` or ``M``, with a ``+`` for each of the element's own
         absorption edges inside the range below the lines.
     """
-    from .lines import _elements, element_lines
-
     binding = _elements().Element[symbol]["binding"]
     # The element's own absorption edges split a group: lines above an edge are absorbed by
     # the element itself far more than those below, so their ratio follows its concentration.
@@ -122,6 +125,7 @@ def line_groups(symbol: str, lo_keV: float, hi_keV: float) -> dict:
 
 def _splines(grid, spacing_keV):
     """Cubic B-splines over the grid, knots every ``spacing_keV``; shape (channels, n)."""
+    # lazy: scipy is heavy
     from scipy.interpolate import BSpline
 
     lo, hi = float(grid[0]), float(grid[-1])
@@ -144,7 +148,7 @@ class Significance:
     """
 
     z: np.ndarray
-    elements: tuple
+    elements: tuple[str, ...]
 
 
 class ElementFit:
@@ -210,7 +214,6 @@ class ElementFit:
     def set_resolution(self, resolution_keV: float) -> None:
         """Redraw the line templates for a detector FWHM at Mn Ka (keV)."""
         from .physics.fast import _response_matrix
-        from .physics.instrument import Readout, fwhm_at
 
         noise = float(fwhm_at(0.0, resolution_keV, _FANO))
         step = float(self.grid[1] - self.grid[0])
@@ -247,8 +250,6 @@ class ElementFit:
         calibration shift of ``SHIFT_ERROR_KEV`` and a relative width error of ``WIDTH_ERROR``:
         (channels, 2 x (families + groups)), shifts first."""
         if self._derivatives is None:
-            import dataclasses
-
             h, e = SHIFT_ERROR_KEV, WIDTH_ERROR
             ro = self._readout
             wide = dataclasses.replace(ro, noise_keV=ro.noise_keV * (1 + e), fano=ro.fano * (1 + e) ** 2)
@@ -400,7 +401,6 @@ def _scatter_regions(tube):
     template takes the scatter."""
     if not tube:
         return []
-    from .lines import element_lines
 
     out = []
     for line in element_lines(tube, ("K", "L"), min_rate=0.05):
@@ -424,8 +424,8 @@ class PigmentEvidence:
     """
 
     abbreviation: str
-    evidence: tuple = ()
-    elements: tuple = ()
+    evidence: tuple[str, ...] = ()
+    elements: tuple[str, ...] = ()
 
 
 @dataclass
@@ -442,9 +442,9 @@ class EvidenceSpec:
         Output columns with no evidence known (their probabilities are left unchecked).
     """
 
-    pigments: tuple
-    explained: tuple = AIR_ELEMENTS
-    missing: tuple = field(default_factory=tuple)
+    pigments: tuple[PigmentEvidence, ...]
+    explained: tuple[str, ...] = AIR_ELEMENTS
+    missing: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def for_model(cls, model, library=None) -> EvidenceSpec:
@@ -490,7 +490,7 @@ class CheckedBlock:
         Per element, in [0, 1].
     """
 
-    maps: dict
+    maps: dict[str, np.ndarray]
     unexplained: np.ndarray
     unexplained_elements: np.ndarray
 
@@ -602,7 +602,6 @@ class EvidenceChecker:
         self._n = grid.size // self._factor * self._factor
         self.grid = grid[: self._n].reshape(-1, self._factor).mean(axis=1)
         self.spec = EvidenceSpec.for_model(model, library)
-        from .model.preflight import cube_tube
 
         self.tube = cube_tube(getattr(cube, "metadata", None) or {})[0]
         self.available = True

@@ -69,6 +69,7 @@ class Line:
 
 
 def _elements():
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaPhysics.xrf import Elements
 
     return Elements

@@ -17,8 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .physics.instrument import fwhm_at
+
+if TYPE_CHECKING:
+    from .lines import Line
 
 __all__ = ["LineFit", "Peak", "SumSpectrum", "fwhm_function", "significance"]
 
@@ -28,8 +34,6 @@ SEARCH_KEV = 0.3
 
 def fwhm_function(resolution_keV: float, fano: float):
     """FWHM (keV) at any energy, for a FWHM at Mn Ka of ``resolution_keV``."""
-    from .physics.instrument import fwhm_at
-
     return lambda energy: fwhm_at(energy, resolution_keV, fano)
 
 
@@ -75,8 +79,8 @@ class LineFit:
     scale: float  # fitted width / detector width
     significance: float
     group_rate: float  # the group's share of its family's lines
-    group_lines: tuple  # (energy, rate) of the group
-    named: tuple = ()  # the family's Line objects
+    group_lines: tuple[tuple[float, float], ...]  # (energy, rate) of the group
+    named: tuple[Line, ...] = ()  # the family's Line objects
 
 
 class SumSpectrum:
@@ -100,6 +104,7 @@ class SumSpectrum:
     """
 
     def __init__(self, energy, counts, fwhm):
+        # lazy: PyMca5 is heavy
         from PyMca5.PyMcaMath.fitting import SpecfitFuns
 
         self.e, self.y, self.fwhm = energy, counts, fwhm

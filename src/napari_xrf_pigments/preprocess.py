@@ -249,6 +249,7 @@ def transform_ops(counts_on_grid, *, reference_counts: float = REFERENCE_COUNTS)
     -------
     tensor of float32, same shape, values in [0, 1]
     """
+    # lazy: keras loads TensorFlow/JAX
     from keras import ops
 
     ref = float(reference_counts)

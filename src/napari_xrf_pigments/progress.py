@@ -17,6 +17,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import Cancelled
+
 ProgressJob = Generator["Progress", None, Any]
 
 
@@ -37,7 +39,7 @@ class Progress:
     done: int
     total: int
     message: str = ""
-    info: dict | None = None
+    info: dict[str, Any] | None = None
 
 
 def run(job: ProgressJob, callback: Callable[[Progress], Any] | None = None):
@@ -50,8 +52,6 @@ def run(job: ProgressJob, callback: Callable[[Progress], Any] | None = None):
         Called with each Progress; if it returns True the job is cancelled
         (closed) and :class:`~napari_xrf_pigments.errors.Cancelled` is raised.
     """
-    from .errors import Cancelled
-
     try:
         while True:
             step = next(job)
@@ -72,6 +72,7 @@ def run_with_tqdm(job: ProgressJob, desc: str = "", disable: bool = False):
     The bar is shown on non-terminals too (tqdm's ``disable=None`` would hide it), so batch
     logs keep the progress; pass ``disable=True`` to silence it.
     """
+    # lazy: tqdm is for the CLI only
     from tqdm.auto import tqdm
 
     bar = tqdm(desc=desc, disable=disable, unit="", dynamic_ncols=True)

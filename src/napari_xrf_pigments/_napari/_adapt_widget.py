@@ -6,12 +6,17 @@ from pathlib import Path
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog
 
+from ..errors import InvalidDataError, XRFPigmentsError
 from ..model.defaults import ADAPT_DEFAULTS
+from ..model.finetuning import check_finetune_output
+from ..physics.instrument import Instrument, describe_form_values, instrument_from_cube, write_instrument
 from ._confirm import confirm_replace
 from ._instrument_form import InstrumentForm
 from ._jobs import JobRunner, error_message
 from ._layers import cube_layers, cube_of
+from ._pigment_widget import MODEL_FOLDER
 
 TITLE = "Model for your instrument"
 ADAPT_TARGET = "napari_xrf_pigments.model.isolated:adapt_job"
@@ -33,6 +38,7 @@ def adapt_widget_job(out, instrument, background_cube=None, *, n: int):
     n : int
         Spectra to simulate.
     """
+    # here, not at the top: the tests monkeypatch this name on its module
     from ..model.isolated import isolated, portable_cube
 
     background = None if background_cube is None else portable_cube(background_cube)
@@ -129,9 +135,6 @@ class AdaptWidget(Container):
         XRFPigmentsError
             No cube or no file chosen, or a file that is no instrument description.
         """
-        from ..errors import InvalidDataError
-        from ..physics.instrument import Instrument, instrument_from_cube
-
         if self.source.value == FROM_DEFAULT:
             return Instrument(), ["the shipped model's instrument (the ELIO-like scanner of the "
                                   "paper)"]
@@ -176,8 +179,6 @@ class AdaptWidget(Container):
             No cube or no file chosen, a file that is no instrument description, or a form
             value the instrument refuses.
         """
-        from ..physics.instrument import describe_form_values
-
         _, notes = self._fill_form()
         instrument = self.form.instrument()
         edits = self.form.changes()
@@ -187,8 +188,6 @@ class AdaptWidget(Container):
 
     def show_instrument(self, *_):
         """Say what the instrument is and where each part came from."""
-        from ..errors import XRFPigmentsError
-
         try:
             self._fill_form()
         except XRFPigmentsError as exc:
@@ -211,9 +210,6 @@ class AdaptWidget(Container):
 
     def run(self, *_):
         """Start simulating and finetuning; returns the worker, or None (with a message)."""
-        from ..errors import XRFPigmentsError
-        from ..model.finetuning import check_finetune_output
-
         if self.runner.running:
             show_info("Model for your instrument: a run is going on; wait for it or Cancel it.")
             return None
@@ -252,7 +248,6 @@ class AdaptWidget(Container):
         if self.model_out is None:
             show_error("Model for your instrument: make a model first.")
             return None
-        from ._pigment_widget import MODEL_FOLDER
 
         _, maps = self.viewer.window.add_plugin_dock_widget("napari-xrf-pigments", "Pigment maps")
         maps.model_source.value = MODEL_FOLDER
@@ -271,10 +266,6 @@ class AdaptWidget(Container):
             Asked with a save dialog when not given (the dialog asks before replacing a
             file); a given path that exists is replaced only if the user agrees.
         """
-        from qtpy.QtWidgets import QFileDialog
-
-        from ..errors import XRFPigmentsError
-        from ..physics.instrument import write_instrument
 
         try:
             instrument, _ = self.instrument()

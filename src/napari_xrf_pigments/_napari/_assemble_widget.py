@@ -17,7 +17,8 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ..io.pointgrid import ORDERS
+from ..errors import InvalidDataError, XRFPigmentsError
+from ..io.pointgrid import ORDERS, assemble_job, scan_points
 from ._confirm import confirm_replace
 from ._jobs import JobRunner, error_message
 from ._layers import CUBE_KEY, ROLE_KEY
@@ -112,8 +113,6 @@ class AssembleWidget(Container):
         InvalidDataError
             Nothing chosen.
         """
-        from ..errors import InvalidDataError
-
         value = self.source.value
         if value is None or str(value) in ("", "."):
             raise InvalidDataError("choose the folder of the point files (or type a glob such "
@@ -122,9 +121,6 @@ class AssembleWidget(Container):
 
     def look(self, *_):
         """Find the point files and read the first one; show what they are (or why not)."""
-        from ..errors import XRFPigmentsError
-        from ..io.pointgrid import scan_points
-
         self.scan = None
         try:
             self.scan = scan_points(self.inputs())
@@ -148,8 +144,6 @@ class AssembleWidget(Container):
         InvalidDataError
             Not a whole number >= 0.
         """
-        from ..errors import InvalidDataError
-
         text = str(self.first_number.value).strip()
         if not text:
             return None
@@ -159,8 +153,6 @@ class AssembleWidget(Container):
         return int(text)
 
     def _show_raster(self, *_):
-        from ..errors import XRFPigmentsError
-
         rows, columns = int(self.rows.value), int(self.columns.value)
         if self.scan is None:
             self.raster_info.value = ""
@@ -191,9 +183,6 @@ class AssembleWidget(Container):
     def run(self, *_):
         """Check the inputs, then assemble in a thread worker; returns the worker, or None
         (with a one-line message)."""
-        from ..errors import XRFPigmentsError
-        from ..io.pointgrid import assemble_job
-
         if self.runner.running:
             show_info(f"{TITLE}: a run is going on; wait for it or Cancel it.")
             return None

@@ -3,6 +3,8 @@ save the calibrated cube."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -309,8 +311,6 @@ class CalibrationWidget(QWidget):
 
         Returns the worker, or None when nothing was started.
         """
-        from pathlib import Path
-
         layer = self.layer()
         cube = cube_of(layer)
         if cube is None:

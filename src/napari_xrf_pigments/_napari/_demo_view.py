@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import napari
+
 from ..datasets.trainset import as_pigment_labels
 from ..demo import FILES
 from ..io.maps import read_maps
@@ -60,8 +62,6 @@ def open_demo(viewer, folder) -> list:
 
 def main(argv=None) -> int:
     """``python -m napari_xrf_pigments._napari._demo_view DIR``: open DIR, run napari."""
-    import napari
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not (Path(args[0]) / FILES["report"]).is_file():
         print("usage: python -m napari_xrf_pigments._napari._demo_view DEMO_FOLDER "

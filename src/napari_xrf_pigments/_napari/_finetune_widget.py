@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from napari.layers import Shapes
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
@@ -34,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..datasets.trainset import as_pigment_labels
+from ..errors import XRFPigmentsError
 from ..labels import (
     LabelsError,
     PixelLabels,
@@ -48,6 +50,9 @@ from ..labels import (
     write_labels,
 )
 from ..model.defaults import FINETUNE_DEFAULTS as D
+from ..model.files import ModelFileError, default_model_path, read_metadata
+from ..model.finetuning import check_finetune_output
+from ..model.metrics import format_comparison
 from ._jobs import JobRunner, error_message
 from ._layers import cube_layers, cube_of
 
@@ -149,6 +154,7 @@ def labels_layer_kwargs(pigments, labels: ShapeLabels | None = None, *, scale=(1
     data : list of ndarray
     kwargs : dict
     """
+    # lazy: pandas is heavy
     import pandas as pd
 
     pigments = as_pigment_labels(labels.pigments if labels is not None else pigments)
@@ -404,8 +410,6 @@ class FinetuneWidget(QWidget):
 
     def reset_choices(self, *_):
         """Refill the cube and shapes lists from the viewer's layers (keeps the choices)."""
-        from napari.layers import Shapes
-
         for combo, names in (
             (self.cube_combo, [layer.name for layer in cube_layers(self.viewer)]),
             (self.shapes_combo, [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes)]),
@@ -429,8 +433,6 @@ class FinetuneWidget(QWidget):
 
     def model_path(self):
         """The chosen base model folder, or None for the shipped model (checked here)."""
-        from ..model.files import ModelFileError, default_model_path
-
         if self.model_source.currentText() == DEFAULT_MODEL:
             default_model_path()  # a clear error when none is installed
             return None
@@ -446,9 +448,6 @@ class FinetuneWidget(QWidget):
         self._on_model_changed()
 
     def _on_model_changed(self, *_):
-        from ..errors import XRFPigmentsError
-        from ..model.files import default_model_path, read_metadata
-
         self.model_dir.setVisible(self.model_source.currentText() == MODEL_FOLDER)
         try:
             path = self.model_path()
@@ -622,9 +621,6 @@ class FinetuneWidget(QWidget):
 
     def run(self, *_):
         """Start finetuning (refused with a message when inputs are missing or one runs)."""
-        from ..errors import XRFPigmentsError
-        from ..model.finetuning import check_finetune_output
-
         if self.runner.running:
             show_info("Finetuning is running: wait for it or press Cancel first.")
             return None
@@ -665,8 +661,6 @@ class FinetuneWidget(QWidget):
         return self.runner.cancel()
 
     def _show_result(self, summary):
-        from ..model.metrics import format_comparison
-
         self.result, self.model_out = summary, Path(summary["path"])
         self._draw_curve()
         split = summary["split"]

@@ -20,6 +20,8 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget, QListWidgetItem
 
+from ..errors import XRFPigmentsError
+from ..fitting import fit_cube_job, parse_elements, suggest_elements
 from ..progress import Progress
 from ._jobs import JobRunner
 from ._layers import cube_layers, cube_of
@@ -40,8 +42,6 @@ def sum_spectrum_suggestions(cube, *, tube=None, kv=None):
     -------
     list of ElementSuggestion
     """
-    from ..fitting import suggest_elements
-
     rows = cube.shape[0]
     total = np.zeros(cube.n_channels, dtype=np.float64)
     yield Progress(0, rows, "sum spectrum")
@@ -213,9 +213,6 @@ class ElementMapsWidget(Container):
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
 
     def _add_typed_elements(self):
-        from ..errors import XRFPigmentsError
-        from ..fitting import parse_elements
-
         text = self.add_elements.value.strip()
         if not text:
             return
@@ -281,8 +278,6 @@ class ElementMapsWidget(Container):
 
     def run(self, *_):
         """Start the fit (refused with a message if inputs are missing or a fit is running)."""
-        from ..fitting import fit_cube_job
-
         if self.runner.running:
             show_info("Element maps: a fit is running; wait for it or press Cancel first.")
             return None

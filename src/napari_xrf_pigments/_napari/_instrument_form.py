@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from magicgui.widgets import Container, FloatSpinBox, LineEdit, SpinBox
 
+from ..errors import InvalidDataError
 from ..physics.instrument import FORM_FIELDS, crystal_density, form_values, instrument_from_form
 
 # Decimals shown per unit: enough to keep what files hold (calibrations to 0.1 eV over 8192
@@ -74,8 +75,6 @@ class InstrumentForm(Container):
         InvalidDataError
             Nothing filled yet, or an edit the instrument refuses (the message names it).
         """
-        from ..errors import InvalidDataError
-
         if self.base is None:
             raise InvalidDataError("no instrument in the form yet")
         return instrument_from_form(self.base, self.changes())

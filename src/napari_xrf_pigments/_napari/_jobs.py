@@ -16,7 +16,7 @@ import logging
 import weakref
 
 from napari.qt.threading import GeneratorWorker, create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import notification_manager, show_error, show_info
 from qtpy.QtCore import QEvent, QObject, QTimer
 
 from ..errors import XRFPigmentsError
@@ -279,8 +279,6 @@ class JobRunner:
         self._status(f"failed: {message}")
 
     def _on_warned(self, args):
-        from napari.utils.notifications import notification_manager
-
         notification_manager.receive_warning(*args)
 
     def _on_finished(self):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.colormaps import Colormap
+from napari.utils.colormaps import Colormap, DirectLabelColormap
 
+from ..compare import clip_limit
+from ..errors import InvalidDataError
 from ._layers import ROLE_KEY
 
 #: Name a map layer was created with; a re-run finds its layer by it, even after a rename.
@@ -238,8 +240,6 @@ def put_element_map(viewer, group: str, data, *, index: int = 0, source: str = "
     ``index`` picks the colour of elements without one of their own; ``visible`` applies to a
     new layer; an updated layer keeps the colormap and visibility the user may have chosen.
     """
-    from ..compare import clip_limit
-
     data = np.asarray(data, dtype=np.float32)
     new = find_map(viewer, group, ELEMENT_ROLE, {"xrf_source": source} if source else None) is None
     return put_image(
@@ -319,8 +319,6 @@ def put_dominant_map(viewer, labels, pigments, *, model_name: str = "", source: 
         0: nothing called; k: ``pigments[k - 1]`` (:meth:`PigmentPrediction.dominant`).
     pigments : sequence of PigmentLabel
     """
-    from napari.utils.colormaps import DirectLabelColormap
-
     colours = {None: "transparent", 0: "transparent"}
     colours.update({i + 1: pigment_colour(p.abbreviation, i) for i, p in enumerate(pigments)})
     owner = {k: v for k, v in (("xrf_model", model_name), ("xrf_source", source)) if v}
@@ -349,8 +347,6 @@ def put_rgb_composite(viewer, layers):
     layers : sequence of 3 napari Image layers or None
         None leaves that colour dark; the maps must share one shape.
     """
-    from ..errors import InvalidDataError
-
     chosen = [layer for layer in layers if layer is not None]
     if not chosen:
         raise InvalidDataError("choose at least one map for the RGB composite")

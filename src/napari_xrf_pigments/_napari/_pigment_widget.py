@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
+from napari.utils.colormaps import label_colormap
 from napari.utils.notifications import show_error, show_info
 
+from ..errors import XRFPigmentsError
+from ..model.files import ModelFileError, default_model_path, read_metadata
 from ..model.isolated import gpu_device_present, isolated, portable_cube
 from ._jobs import JobRunner, error_message
 from ._layers import ROLE_KEY, cube_layers, cube_of
@@ -59,7 +62,6 @@ def prediction_job(cube, model_path=None, *, device: str | None = None):
     # table) and a label colormap (scikit-image's colour conversions): 0.5-1 s of imports on the
     # main thread. Done here, in the worker thread, they cost the GUI nothing.
     import pandas  # noqa: F401
-    from napari.utils.colormaps import label_colormap
 
     label_colormap(2)
     return (yield from isolated(PREDICT_TARGET, portable_cube(cube), model_path, device=device))
@@ -176,8 +178,6 @@ class PigmentMapsWidget(Container):
 
     def make_rgb(self, *_):
         """Add or update the RGB composite of the three chosen maps (a message if it cannot)."""
-        from ..errors import XRFPigmentsError
-
         layers = [self.viewer.layers[c.value] if c.value in self.viewer.layers else None
                   for c in self.rgb]
         try:
@@ -203,8 +203,6 @@ class PigmentMapsWidget(Container):
         ModelFileError
             If the default is chosen and none is installed, or no folder is chosen.
         """
-        from ..model.files import ModelFileError, default_model_path
-
         if self.model_source.value == DEFAULT_MODEL:
             try:
                 default_model_path()
@@ -217,9 +215,6 @@ class PigmentMapsWidget(Container):
         return Path(path)
 
     def _on_model_changed(self, *_):
-        from ..errors import XRFPigmentsError
-        from ..model.files import default_model_path, read_metadata
-
         self.model_dir.visible = self.model_source.value == MODEL_FOLDER
         try:
             path = self.model_path()
@@ -239,8 +234,6 @@ class PigmentMapsWidget(Container):
 
     def run(self, *_):
         """Start the prediction (refused with a message if inputs are missing or one runs)."""
-        from ..errors import XRFPigmentsError
-
         if self.runner.running:
             show_info("Pigment maps: a prediction is running; wait for it or press Cancel first.")
             return None

@@ -12,6 +12,7 @@ def theme_axes(figure, ax, viewer) -> str:
         The theme's text colour (hex), for what the caller draws in the foreground.
     """
     try:
+        # lazy: napari is heavy
         from napari.utils.theme import get_theme
 
         theme = get_theme(viewer.theme)

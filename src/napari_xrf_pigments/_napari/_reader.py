@@ -13,6 +13,7 @@ import functools
 import math
 import os
 
+import napari
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
 
@@ -81,8 +82,6 @@ def read_xrf(path) -> list[tuple]:
     UnreadableFileError
         With the reason, if the file cannot be read; napari shows it as an error message.
     """
-    import napari
-
     path = _single_path(path)
     layers = cube_layer_data(open_cube(path))
     show_energy_on_slider(napari.current_viewer())  # the viewer opening the file, if any
@@ -128,6 +127,7 @@ def _big_cube_levels(cube):
     Level 0 is the full cube (channels first) and a lazy dask sum of it: napari reads them only
     for the region on screen once zoomed in. Level 1 is the preview, read here.
     """
+    # lazy: dask is heavy
     import dask.array as da
 
     preview, step = _preview(cube)

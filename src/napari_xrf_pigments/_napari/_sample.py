@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from ..datasets.sample import sample_mockup
 from ..io import open_cube
+from ..labels import strip_shapes
+from ..progress import run
 from ._finetune_widget import labels_layer_kwargs
 from ._reader import cube_layer_data
 
@@ -19,10 +22,6 @@ def sample_mockup_layers() -> list[tuple]:
         layer of the ground truth: one labelled rectangle per uniform region, as the Finetune
         widget's labels layers (see :func:`~napari_xrf_pigments.datasets.sample.sample_mockup`).
     """
-    from ..datasets.sample import sample_mockup
-    from ..labels import strip_shapes
-    from ..progress import run
-
     # napari calls sample loaders on its main thread: the first call blocks for a few seconds.
     cube_path, truth_path = run(sample_mockup())
     layers = cube_layer_data(open_cube(cube_path))

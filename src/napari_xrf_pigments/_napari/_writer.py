@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidDataError
+from ..io.maps import write_maps
+from ..io.tiff import write_maps_tiff
 from ._layers import ROLE_KEY
 from ._maps import ELEMENT_ROLE, MAP_KEY, PIGMENT_ROLE, UNEXPLAINED_ROLE
 
@@ -104,8 +106,6 @@ def write_maps_layers(path: str, layer_data: list) -> list[str]:
     InvalidDataError
         No map among the layers, or maps of different sizes (save one cube's maps at a time).
     """
-    from ..io.maps import write_maps
-
     maps, root = _collect_maps(layer_data)
     write_maps(Path(path), maps, root, force=True)  # napari's dialog has asked already
     return [str(path)]
@@ -115,8 +115,6 @@ def write_maps_layers_tiff(path: str, layer_data: list) -> list[str]:
     """Write the selected map layers to one OME-TIFF (npe2 multi-layer writer): a plane per map
     named after it, the pixel size in mm, every map's attributes in the description
     (:mod:`napari_xrf_pigments.io.tiff`). Same layers and errors as :func:`write_maps_layers`."""
-    from ..io.tiff import write_maps_tiff
-
     maps, root = _collect_maps(layer_data)
     write_maps_tiff(Path(path), maps, root_attrs=root, pixel_size_mm=root.get("pixel_size_mm"),
                     force=True)  # napari's dialog has asked already

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..lines import element_lines
+from ..pigments import Layer, Stratigraphy
+
 #: Net counts of a pigment's lines over the square root of the other counts in their windows.
 DETECTABLE_SIGMA = 3.0
 #: Lines weaker than this share of their family are left out of the windows.
@@ -28,8 +31,6 @@ def without_class(stratigraphy, cls: str, library):
     For a group, the materials of all its members go. A layer made of nothing else becomes a
     layer of binder of the same thickness.
     """
-    from ..pigments import Layer, Stratigraphy
-
     members = library.members_of(cls)
     layers = []
     for layer in stratigraphy.layers:
@@ -49,8 +50,6 @@ def without_class(stratigraphy, cls: str, library):
 
 def line_windows(elements, energies_keV, fwhm_keV) -> np.ndarray:
     """Channels within +-1 FWHM of the main lines of ``elements``; bool (n_elements, channels)."""
-    from ..lines import element_lines
-
     e = np.asarray(energies_keV, dtype=np.float64)
     out = np.zeros((len(elements), e.size), dtype=bool)
     for i, element in enumerate(elements):

@@ -8,11 +8,16 @@ a class pigment or an out-of-library distractor (e.g. ``"TiR"``, titanium white)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic import atomic_hdf5
+from ..cube import XRFCube
+from ..errors import InvalidDataError, UnreadableFileError
 from ..progress import Progress
+from .detectable import detectable_labels
 
 #: Truth groups that files may lack (written before they existed, or empty).
 OPTIONAL_TRUTH = ("detectable", "distractor")
@@ -35,8 +40,8 @@ class StripLayout:
 
     top_index: np.ndarray
     bottom_index: np.ndarray
-    tops: tuple
-    bottoms: tuple
+    tops: tuple[str, ...]
+    bottoms: tuple[str, ...]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,9 +98,9 @@ class MockupRecipe:
         Binder mass fraction of every paint (paper: pigment:binder 3:1).
     """
 
-    top_um: tuple = (30.0, 200.0)
-    bottom_um: tuple = (100.0, 150.0)
-    ground_um: tuple = (150.0, 200.0)
+    top_um: tuple[float, float] = (30.0, 200.0)
+    bottom_um: tuple[float, float] = (100.0, 150.0)
+    ground_um: tuple[float, float] = (150.0, 200.0)
     thickness_jitter: float = 0.08
     binder_fraction: float = 0.25
 
@@ -121,8 +126,6 @@ def strip_pigments(name: str, library) -> dict[str, float]:
     InvalidDataError
         For an unknown name or a ground or binder, listing the names that work.
     """
-    from ..errors import InvalidDataError
-
     for mix in library.mixtures:
         if mix.name == name:
             return dict(mix.pigments)
@@ -197,10 +200,9 @@ def simulate_mockup(
         distractor in any layer, for each distractor the strips use (empty if none);
         ``top_index``/``bottom_index`` strip maps; ``attrs``: what was simulated.
     """
-    from ..cube import XRFCube
+    # here: physics loads FastSimulator (PyMca5) on first use
     from ..physics import FastSimulator, Instrument
     from ..pigments import Layer, Stratigraphy, ground_layer, load_pigment_library
-    from .detectable import detectable_labels
 
     layout = crossed_strips() if layout is None else layout
     instrument = Instrument() if instrument is None else instrument
@@ -306,9 +308,6 @@ def write_truth(path, truth: dict, library=None, *, force: bool = False):
     (int16, -1 = no strip), root attribute ``mockup`` (JSON: recipes, thicknesses, seed,
     instrument) and ``pigments`` (JSON list of {abbreviation, name} of the classes).
     """
-    import json
-
-    from ..atomic import atomic_hdf5
     from ..pigments import load_pigment_library
 
     library = load_pigment_library() if library is None else library
@@ -342,7 +341,6 @@ def read_truth(path) -> dict:
     """
     import h5py
 
-    from ..errors import UnreadableFileError
 
     try:
         with h5py.File(path, "r") as h5:

@@ -8,9 +8,12 @@ napari's File > Open Sample and ``xrf-pigments demo`` both use it. The first cal
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
+from .. import __version__
+from ..io import write_cube
 from ..progress import Progress
 
 SAMPLE_SEED = 0
@@ -23,6 +26,7 @@ def cache_dir() -> Path:
     env = os.environ.get("XRF_PIGMENTS_CACHE")
     if env:
         return Path(env)
+    # lazy: only the sample data needs it
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("napari-xrf-pigments"))
@@ -35,9 +39,6 @@ def sample_paths(folder=None) -> tuple[Path, Path]:
     names the sub-folder: a new version, whose simulator may differ, or a changed library
     (other classes in the truth) simulates its own sample.
     """
-    import hashlib
-
-    from .. import __version__
     from ..pigments import BUILTIN_PATH
 
     library = hashlib.sha256(BUILTIN_PATH.read_bytes()).hexdigest()[:12]
@@ -68,7 +69,6 @@ def sample_mockup(folder=None):
         A NeXus cube (39 x 57 pixels x 4096 channels) and its ground truth
         (:func:`~napari_xrf_pigments.datasets.mockup.write_truth` layout).
     """
-    from ..io import write_cube
     from .mockup import simulate_mockup, write_truth
 
     cube_path, truth_path = sample_paths(folder)

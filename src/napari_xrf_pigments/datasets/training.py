@@ -20,14 +20,19 @@ then look, to the model, like the calibration errors of real files.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import pickle
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import __version__
+from ..physics import Instrument, readout_pool
+from ..pigments import Layer, Stratigraphy, ground_layer
 from ..progress import Progress
+from .detectable import detectable_labels
 from .mockup import MockupRecipe
 from .trainset import TrainingSet, as_pigment_labels
 
@@ -72,12 +77,12 @@ class TrainingRecipe:
     p_pure: float = 0.35
     p_table2: float = 0.25
     p_no_binder: float = 0.2
-    binder_range: tuple = (0.1, 0.5)
-    top_um: tuple = (10.0, 200.0)
-    bottom_um: tuple = (30.0, 200.0)
-    ground_um: tuple = (100.0, 300.0)
-    live_time_s: tuple = (0.1, 10.0)
-    current_factor: tuple = (0.5, 2.0)
+    binder_range: tuple[float, float] = (0.1, 0.5)
+    top_um: tuple[float, float] = (10.0, 200.0)
+    bottom_um: tuple[float, float] = (30.0, 200.0)
+    ground_um: tuple[float, float] = (100.0, 300.0)
+    live_time_s: tuple[float, float] = (0.1, 10.0)
+    current_factor: tuple[float, float] = (0.5, 2.0)
     n_instruments: int = 6
     readouts_per_instrument: int = 6
     min_fraction: float = 0.03
@@ -210,8 +215,6 @@ class _LayerSampler:
         return out
 
     def layer(self, thickness_range):
-        from ..pigments import Layer
-
         r, rng = self.recipe, self.rng
         binder_fraction = 0.0 if rng.random() < r.p_no_binder else float(rng.uniform(*r.binder_range))
         return Layer(
@@ -222,8 +225,6 @@ class _LayerSampler:
         )
 
     def stratigraphy(self):
-        from ..pigments import Stratigraphy, ground_layer
-
         r, rng = self.recipe, self.rng
         u = rng.random()
         if u < r.p_bare_ground:
@@ -298,7 +299,7 @@ def generate_training_set(
         ``recipe.p_distractor > 0`` also ``distractor_present``/``distractor_top``, a
         distractor in any / the top layer) and the generation parameters as ``provenance``.
     """
-    from ..physics import Instrument, readout_pool
+    # here, not at the top: the tests monkeypatch this name on its module
     from ..pigments import load_pigment_library
 
     if n < 1:
@@ -449,8 +450,6 @@ def batch_counts(simulator, library, batch, options):
         Expected counts (measured background included), clipped at 0.
     labels : ndarray of bool, shape (b, n_classes), or None
     """
-    from .detectable import detectable_labels
-
     readout, strats, present, live_time, background_level = batch
     background_cps, wants_labels = options
     expected = simulator.simulate(strats, readout=readout, live_time_s=live_time)
@@ -486,9 +485,6 @@ def _batches_on(pool, instruments, sim_library, library, batches, work, options)
     the simulators' set-up (seconds each) is split among the workers rather than repeated by
     each.
     """
-    import hashlib
-    import pickle
-
     # The simulator a worker keeps is named by what it is made of.
     keys = [hashlib.sha256(pickle.dumps((inst, sim_library))).hexdigest() for inst in instruments]
     calls = [(keys[k], instruments[k], sim_library, library, work[b], options)

@@ -31,10 +31,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..atomic import atomic_hdf5
 from ..errors import InvalidDataError, UnreadableFileError
 
 TRAINING_SET_FORMAT = "napari-xrf-pigments/training-set"
@@ -115,9 +116,9 @@ class TrainingSet:
     energy: np.ndarray
     present: np.ndarray
     top: np.ndarray | None
-    pigments: tuple
-    provenance: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
+    pigments: tuple[PigmentLabel, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
     path: str | None = None
     detectable: np.ndarray | None = None
 
@@ -230,8 +231,6 @@ def write_training_set(
     ------
     InvalidDataError, OutputExistsError
     """
-    from ..atomic import atomic_hdf5
-
     spectra, energy, present, top, pigments, detectable = _validate(
         spectra, energy, present, top, pigments, detectable)
     provenance_json = json.dumps(provenance or {})
@@ -278,6 +277,7 @@ def read_training_set(path, *, require_top: bool = False) -> TrainingSet:
     UnreadableFileError
         Missing file, not HDF5, not a training set, or labels missing / inconsistent.
     """
+    # lazy: h5py loads only where HDF5 is read or written
     import h5py
 
     path = Path(path)

@@ -11,6 +11,8 @@ Public API (loaded lazily: importing this package loads neither numpy nor PyMca)
 
 from __future__ import annotations
 
+import importlib
+
 _EXPORTS = {
     "FitResult": "_engine",
     "FitError": "_engine",
@@ -40,7 +42,6 @@ def __getattr__(name):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
 
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,13 +53,14 @@ class FitSetup:
         Fitted groups that model scattered tube lines rather than the sample's elements.
     """
 
-    config: dict
+    config: dict[str, Any]
     source: str
-    notes: list = field(default_factory=list)
-    scatter_groups: set = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    scatter_groups: set[str] = field(default_factory=set)
 
 
 def _elements_module():
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaPhysics import Elements
 
     return Elements

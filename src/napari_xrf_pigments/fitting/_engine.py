@@ -29,20 +29,23 @@ from __future__ import annotations
 
 import datetime
 import math
+import multiprocessing
 import os
 import pickle
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .. import __version__
 from ..cube import XRFCube, default_rows_per_block
-from ..errors import InvalidDataError, XRFPigmentsError
-from ..progress import Progress
+from ..errors import InvalidDataError, XRFPigmentsError, unguarded_script_hint
+from ..progress import Progress, run
 from . import _worker
 from ._config import FitSetup, build_config, config_text, load_config, prepare_config
 
@@ -82,13 +85,13 @@ class FitResult:
         Changes made to the configuration, groups left out, etc.
     """
 
-    maps: dict
-    kinds: dict
-    units: dict
-    groups: list
-    config: dict
-    attrs: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
+    maps: dict[str, np.ndarray]
+    kinds: dict[str, str]
+    units: dict[str, str]
+    groups: list[str]
+    config: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def element_maps(self) -> dict:
         """Only the element maps, ``{"Pb L": array, ...}``."""
@@ -163,6 +166,7 @@ def build_model(config, n_channels, dtype, weight, yref, n_spectra):
     config : dict
         The configuration as PyMca completed it.
     """
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaPhysics.xrf.FastXRFLinearFit import FastXRFLinearFit
 
     fast = FastXRFLinearFit()
@@ -246,9 +250,6 @@ class _Pool:
     """A spawn-context process pool that can be stopped at once, leaving no process behind."""
 
     def __init__(self, workers):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         self.executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -268,8 +269,6 @@ class _Pool:
 
     def submit(self, fn, *args):
         """Queue a chunk; a pool whose workers have died already is a :class:`FitError`."""
-        from concurrent.futures.process import BrokenProcessPool
-
         try:
             return self.executor.submit(fn, *args)
         except BrokenProcessPool:  # the workers died before this chunk was queued
@@ -300,8 +299,6 @@ class _Pool:
 
 
 def _result(future):
-    from concurrent.futures.process import BrokenProcessPool
-
     try:
         return future.result()
     except BrokenProcessPool:
@@ -310,8 +307,6 @@ def _result(future):
 
 def _broken_pool_message() -> str:
     """Why worker processes may have died, in the words of the likely cause."""
-    from ..errors import unguarded_script_hint
-
     hint = unguarded_script_hint()
     if hint:
         return (f"the fit worker processes could not start or died. {hint[0].upper()}{hint[1:]}, "
@@ -520,8 +515,6 @@ class _State:
 
 def _first_pass(state: _State, pool, token, blob):
     """Fit all chunks; yields the number of spectra done after each chunk."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
     model, done = state.model, 0
 
     def store(i, params, extra, raw_obs):
@@ -617,8 +610,6 @@ def _refit(state: _State, pool, token, blob, policy):
 
 def _refit_pixels(state: _State, pool, token, blob, policy, bad, bad_mask):
     """Solve the spectra of ``bad_mask`` again without the parameters ``bad``."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
     model = state.model
     keep_columns = [j for j in range(model.n_free) if j not in bad]
     derivatives = model.derivatives[:, keep_columns]
@@ -668,8 +659,6 @@ def _refit_pixels(state: _State, pool, token, blob, policy, bad, bad_mask):
 
 def _update_statistics(state: _State, pool, token, blob):
     """Statistics of the final fit: all kept spectra, and those the refit changed."""
-    from concurrent.futures import wait
-
     model = state.model
 
     def kept_statistics(i):
@@ -781,6 +770,4 @@ def fit_cube(cube: XRFCube, config=None, *, callback=None, **kwargs) -> FitResul
 
     ``callback(progress)`` may return True to cancel (raises ``Cancelled``).
     """
-    from ..progress import run
-
     return run(fit_cube_job(cube, config, **kwargs), callback)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..atomic import check_output_path
+from ..io.maps import write_maps
 from ..progress import Progress
 from ._engine import STATISTICS, FitResult, fit_cube_job
 
@@ -45,8 +46,6 @@ def write_maps_file(path, result: FitResult, *, force: bool = False):
     OutputExistsError
         If ``path`` exists and ``force`` is false.
     """
-    from ..io.maps import write_maps
-
     descriptions = _descriptions(result)
     maps = {
         name: (

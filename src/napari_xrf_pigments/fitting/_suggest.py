@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CalibrationError, InvalidDataError
-from ._config import EDGE, FAMILIES
+from ..peaks import SumSpectrum, significance
+from ..physics.instrument import fwhm_at as detector_fwhm
+from ._config import EDGE, FAMILIES, _symbol
 
 # Elements searched by default: those of painting materials (pigments, grounds, driers,
 # metals), plus Ar of the air; they include every evidence element of the pigment library's
@@ -71,6 +73,7 @@ class _Peak:
 
 def _family_lines(symbol, family, lo, hi, excitation_keV, fwhm_at):
     """Resolved lines (energy, relative rate) of a family inside [lo, hi], strongest = 1."""
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaPhysics import Elements
 
     element = Elements.Element[symbol]
@@ -169,8 +172,6 @@ def suggest_elements(
     """
     from PyMca5.PyMcaPhysics import Elements
 
-    from ..peaks import SumSpectrum, significance
-    from ._config import _symbol
 
     e = np.asarray(energy_keV, dtype=np.float64).ravel()
     y = np.asarray(sum_spectrum, dtype=np.float64).ravel()
@@ -189,7 +190,6 @@ def suggest_elements(
     if exciting is not None:
         hi = min(hi, exciting + (1.0 if excitation_keV is not None else 0.0))
 
-    from ..physics.instrument import fwhm_at as detector_fwhm
 
     def fwhm_at(energy):
         return float(detector_fwhm(energy, resolution_keV, _FANO))

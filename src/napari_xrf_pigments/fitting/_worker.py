@@ -16,6 +16,7 @@ import os
 import pickle
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 BLAS_THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -55,15 +56,15 @@ class LinearModel:
     """
 
     derivatives: object
-    free_names: list
+    free_names: list[str]
     n_free_bkg: int
     first: int
     stop: int
     strip: bool
     snip_width: int
     filter_width: int
-    anchors: list = field(default_factory=list)
-    lstsq_kwargs: dict = field(default_factory=dict)
+    anchors: list[int] = field(default_factory=list)
+    lstsq_kwargs: dict[str, Any] = field(default_factory=dict)
     result_dtype: str = "float32"
 
     @property

@@ -71,6 +71,7 @@ def unsupported_xrf(path) -> str | None:
     """Why a file that holds XRF data of a kind no reader here handles (EPICS MDA scans, raw
     APS fly-scan HDF5) cannot be opened; None for anything else (other files are not ours to
     explain: napari offers them to other plugins)."""
+    # here: the format modules load on first use
     from . import hdf5, mda
 
     path = Path(path)

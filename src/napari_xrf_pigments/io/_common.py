@@ -4,15 +4,19 @@ calibrations stated as (channel, energy) pairs."""
 from __future__ import annotations
 
 import functools
+import struct
 import threading
 import uuid
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree.ElementTree import ParseError
 
 import numpy as np
 
 from ..cube import check_counts
-from ..errors import UnreadableFileError, XRFPigmentsError
+from ..errors import CalibrationError, UnreadableFileError, XRFPigmentsError
 
 # Counts smaller than this are checked for NaN / negative values when the file is opened
 # (cheap); bigger cubes are checked block by block by XRFCube.iter_blocks.
@@ -58,10 +62,6 @@ def describe(exc: BaseException) -> str:
     The library's own text (``ParseError: not well-formed``, ``Error -3 while decompressing
     data``...) stays on the exception chain, which ``xrf-pigments --debug`` prints.
     """
-    import struct
-    import zlib
-    from xml.etree.ElementTree import ParseError
-
     text = str(exc)
     if isinstance(exc, MemoryError):
         return "not enough memory to read it (a damaged header may declare a huge size)"
@@ -165,6 +165,7 @@ def parse_once_dask(loader, shape, dtype):
     For containers that can only be decoded whole (Bruker .bcf, EDF): opening stays cheap,
     and block-wise reading decodes the file once instead of once per block.
     """
+    # lazy: dask is heavy
     import dask
     import dask.array as da
 
@@ -299,8 +300,6 @@ def fit_pairs(channels, energies_keV, n_channels: int, *, what: str = "the calib
         Fewer than two pairs, a channel given twice, energies that do not increase with the
         channel, non-finite values.
     """
-    from ..errors import CalibrationError
-
     ch = np.asarray(channels, dtype=np.float64).ravel()
     e = np.asarray(energies_keV, dtype=np.float64).ravel()
     if ch.size < 2:
@@ -321,7 +320,6 @@ def fit_pairs(channels, energies_keV, n_channels: int, *, what: str = "the calib
             f"{what}: not monotonic, channel {ch[i]:g} is at {e[i]:g} keV but channel "
             f"{ch[i + 1]:g} at {e[i + 1]:g} keV (energy must increase with the channel)"
         )
-    import warnings
 
     # Absurd values (a damaged file's 1e308) overflow or make the fit ill-conditioned: the
     # result is then non-finite or implausible, which EnergyAxis refuses with a reason.

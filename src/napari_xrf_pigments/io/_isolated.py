@@ -14,24 +14,26 @@ counts are written to stdout as raw bytes in that dtype; errors are one line on 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UnreadableFileError
+from . import hdf5
 
 _EXIT_ERROR = 3
 
 
 def _reason(exc: BaseException) -> str:
     """The decoder's error in words (zlib's "Error -3 while decompressing" is a damaged block)."""
-    import zlib
-
     if isinstance(exc, zlib.error):
         return "a compressed block of the spectra does not decompress"
     if isinstance(exc, (StopIteration, EOFError)):
@@ -81,6 +83,7 @@ def decode_bcf(path, index: int, shape: tuple, dtype) -> np.ndarray:
     path = Path(path)
     dtype = np.dtype(dtype)
     if not _can_spawn():  # a frozen app cannot run `python -m`: decode here (unprotected)
+        # lazy: rosettasciio is heavy
         from rsciio.bruker._api import BCF_reader
 
         try:
@@ -192,10 +195,7 @@ def probe_hdf5(path, timeout: float | None = None) -> str | None:
 
 
 def _child_h5probe(path: str) -> int:
-    import warnings
-
     warnings.simplefilter("ignore")
-    from . import hdf5
 
     hdf5.PROBE_IN_CHILD = False  # this is the child
     try:
@@ -206,9 +206,6 @@ def _child_h5probe(path: str) -> int:
 
 
 def _child_bcf(path: str, index: str, dtype: str, *shape: str) -> int:
-    import logging
-    import warnings
-
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)  # rsciio's log lines would fill the stderr pipe
     shape = tuple(int(s) for s in shape)

@@ -18,13 +18,16 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import struct
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
 from ..cube import EnergyAxis, XRFCube
 from ..errors import UnreadableFileError
+from ..lines import element_symbol
 from ._common import (
     head_text,
     length_factor_to_mm,
@@ -112,6 +115,7 @@ def sniff(path) -> str | None:
     if read_head(path, 8) == _SFS_MAGIC:
         if sfs_damage(path):
             return None
+        # lazy: rosettasciio is heavy
         from rsciio.bruker._api import SFS_reader
 
         vfs = SFS_reader(str(path)).vfs
@@ -312,10 +316,6 @@ def _xrf_tube(path) -> dict:
     rsciio keeps neither the anode nor the tube voltage of XRF files; the anode tells which
     scattered tube lines the spectrum holds (the energy calibration's check uses them).
     """
-    import re
-    from xml.etree import ElementTree
-
-    from ..lines import element_symbol
 
     with open(path, "rb") as fh:
         text = fh.read(_SPX_HEADER_BYTES).decode("latin-1")

@@ -23,6 +23,7 @@ from ..errors import UnreadableFileError
 from ._common import (
     check_dtype,
     check_small_counts,
+    describe,
     never_raises,
     parse_once_dask,
     plausible_calibration,
@@ -149,9 +150,9 @@ def _check_size(path: Path, image, header: dict, dtype) -> None:
 
 def _load_image(filename: str):
     """First image of an EDF file as numpy (native byte order)."""
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaIO import EdfFile
 
-    from ._common import describe
 
     try:
         return EdfFile.EdfFile(filename, "rb").GetData(0)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..atomic import atomic_hdf5
 from ..cube import EnergyAxis, XRFCube, default_rows_per_block
 from ..errors import UnreadableFileError
@@ -143,9 +144,11 @@ def _inspect(path: Path) -> tuple[_Layout | None, str | None]:
             )
             return None, f"not an HDF5 file although named {path.suffix} ({kind})"
         return None, None
+    # lazy: h5py loads only where HDF5 is read or written
     import h5py
 
     if PROBE_IN_CHILD:
+        # here, not at the top: the tests monkeypatch this name on its module
         from ._isolated import probe_hdf5
 
         problem = probe_hdf5(path)
@@ -902,8 +905,6 @@ def create_nexus(h5, *, shape, dtype, energy: EnergyAxis, source=None, format: s
         ``/entry/data``; its ``counts`` dataset has ``shape``, chunks of whole spectra and
         reads as 0 where nothing was written.
     """
-    from .. import __version__
-
     shape = tuple(int(n) for n in shape)
     h5.attrs["NX_class"] = "NXroot"
     h5.attrs["default"] = "entry"

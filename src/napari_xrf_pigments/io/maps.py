@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
+from ..atomic import atomic_hdf5
 from ..errors import InvalidDataError, UnreadableFileError
 
 MAPS_FORMAT = "napari-xrf-pigments/maps"
@@ -103,8 +105,6 @@ def open_maps_writer(path, shape, *, force: bool = False):
     force : bool
         Replace an existing file.
     """
-    from ..atomic import atomic_hdf5
-
     with atomic_hdf5(path, force=force) as f:
         yield MapsWriter(f, shape)
 
@@ -124,8 +124,6 @@ class MapsWriter:
     """
 
     def __init__(self, file, shape):
-        from .. import __version__
-
         self.file = file
         self.shape = tuple(int(n) for n in shape)
         self._format = {"format": MAPS_FORMAT, "format_version": MAPS_VERSION,
@@ -243,6 +241,7 @@ def _decode(value):
 
 def read_warnings(path) -> list[str]:
     """The ``warnings`` root attribute of a maps file (empty if it has none; no map is read)."""
+    # lazy: h5py loads only where HDF5 is read or written
     import h5py
 
     with h5py.File(path, "r") as f:

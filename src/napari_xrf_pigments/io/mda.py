@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from ..errors import UnreadableFileError
 from ._common import read_head
 
 FORMATS = ("epics-mda",)
@@ -71,6 +72,4 @@ def explain(path) -> str | None:
 
 def read(path):
     """Refuse: raises UnreadableFileError with :func:`explain`'s reason."""
-    from ..errors import UnreadableFileError
-
     raise UnreadableFileError(path, explain(path) or "not an EPICS MDA file")

@@ -37,8 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_hdf5, check_output_path
 from ..errors import InvalidDataError, UnreadableFileError
-from ..progress import Progress
+from ..progress import Progress, run
+from . import amptek, open_cube
+from .columns import scan_pairs
+from .hdf5 import create_nexus, write_pixel_maps
 
 ORDERS = ("row-major", "serpentine")
 #: Point files named in a warning before "...".
@@ -75,7 +79,7 @@ class Series:
         Digits of zero-padded numbers (``scan_0007.mca``: 4), 0 when not padded.
     """
 
-    files: list
+    files: list[PointFile]
     prefix: str
     suffix: str
     width: int = 0
@@ -109,11 +113,11 @@ class AssembleResult:
     """
 
     out: Path
-    shape: tuple
+    shape: tuple[int, ...]
     point_format: str
-    missing: list = field(default_factory=list)
-    unreadable: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def masked(self) -> int:
@@ -252,7 +256,7 @@ class PointScan:
     n_channels: int
     energy: object
     live_time_s: float | None = None
-    unreadable: list = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def first_number(self) -> int:
@@ -361,8 +365,6 @@ def read_positions(path, n_points: int) -> np.ndarray:
     UnreadableFileError
         A line that is not two numbers, or not ``n_points`` lines.
     """
-    from .columns import scan_pairs
-
     path = Path(path)
     if not path.is_file():
         raise UnreadableFileError(path, "no such file" if not path.exists() else "not a file")
@@ -499,8 +501,6 @@ def assemble_job(inputs, out, *, rows: int, columns: int, order: str = "row-majo
     InvalidDataError, UnreadableFileError, OutputExistsError
         Bad raster size or order, files that do not fit the raster, a bad positions file.
     """
-    from ..atomic import check_output_path
-
     rows, columns = int(rows), int(columns)
     if rows < 1 or columns < 1:
         raise InvalidDataError(f"the raster needs at least one row and one column, got {rows} x {columns}")
@@ -545,16 +545,12 @@ def assemble_job(inputs, out, *, rows: int, columns: int, order: str = "row-majo
 
 def assemble(inputs, out, **kwargs) -> AssembleResult:
     """:func:`assemble_job` run to its end (for scripts); the same arguments."""
-    from ..progress import run
-
     return run(assemble_job(inputs, out, **kwargs))
 
 
 def _reader(path: Path):
     """The function reading a point file like ``path``: the PMCA parser for Amptek series
     (no sniffing of thousands of files), else ``open_cube``."""
-    from . import amptek, open_cube
-
     return amptek.read if amptek.sniff(path) else open_cube
 
 
@@ -666,9 +662,6 @@ def _metadata(plan: _Plan, point_format: str, ref_cube) -> dict:
 
 
 def _assemble(plan: _Plan):
-    from ..atomic import atomic_hdf5
-    from .hdf5 import create_nexus, write_pixel_maps
-
     series = plan.series
     rows, columns = plan.rows, plan.columns
     n = rows * columns

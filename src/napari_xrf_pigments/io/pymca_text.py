@@ -97,6 +97,7 @@ def read(path) -> XRFCube:
     fmt = sniff(path)
     if fmt is None:
         raise UnreadableFileError(path, "not a SPEC, IAEA .spe or single-column spectrum file")
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaIO import specfilewrapper
 
     sf = specfilewrapper.Specfile(str(path))

@@ -45,6 +45,7 @@ def _pair(path: Path) -> tuple[Path | None, Path | None]:
 
 def _parse_header(rpl: Path) -> dict:
     """Ripple keys via rsciio's parser (handles Bruker's ``data-Length`` and INCA quirks)."""
+    # lazy: rosettasciio is heavy
     from rsciio.ripple._api import parse_ripple
 
     text = head_text(rpl, 65536)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
+from ..atomic import atomic_output
 from ..errors import InvalidDataError, UnreadableFileError
 
 #: ``format`` of the JSON description.
@@ -68,9 +70,9 @@ def write_maps_tiff(path, maps: Mapping, *, root_attrs: Mapping | None = None,
     OutputExistsError
         If ``path`` exists and ``force`` is false.
     """
+    # lazy: tifffile loads only for TIFF files
     import tifffile
 
-    from ..atomic import atomic_output
 
     if not maps:
         raise InvalidDataError("there are no maps to export")
@@ -111,8 +113,6 @@ def read_maps_tiff(path) -> tuple[dict, dict]:
     UnreadableFileError
         Not a TIFF, or not one this project wrote.
     """
-    from xml.etree import ElementTree
-
     import tifffile
 
     path = Path(path)

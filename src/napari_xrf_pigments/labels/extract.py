@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cube import check_counts, default_rows_per_block
 from ..datasets.trainset import TrainingSet, as_pigment_labels
+from ..errors import CalibrationError
+from ..io import open_cube
 from .files import read_labels
 from .raster import rasterise
 from .shapes import LabelsError, PixelLabels, ShapeLabels
@@ -75,8 +78,6 @@ def read_pixels(cube, rows, cols) -> np.ndarray:
     -------
     ndarray of float32, shape (n, channels)
     """
-    from ..cube import check_counts, default_rows_per_block
-
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     out = np.empty((rows.size, cube.n_channels), dtype=np.float32)
@@ -126,9 +127,6 @@ def extract_training_set(cube, labels, *, pigments=None, labels_path=None) -> Tr
     ------
     LabelsError, CalibrationError
     """
-    from ..errors import CalibrationError
-    from ..io import open_cube
-
     if isinstance(labels, (str, Path)):
         labels_path = str(labels)
     if isinstance(cube, (str, Path)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..atomic import atomic_output
 from ..datasets.trainset import as_pigment_labels
 from ..errors import InvalidDataError, UnreadableFileError
 from .shapes import LabelledShape, LabelsError, ShapeLabels
@@ -83,8 +84,6 @@ def write_labels(path, labels: ShapeLabels, *, force: bool = False) -> Path:
     OutputExistsError
         If ``path`` exists and ``force`` is false.
     """
-    from ..atomic import atomic_output
-
     text = json.dumps(labels_to_json(labels), indent=1, allow_nan=False)
     with atomic_output(path, force=force) as tmp:
         Path(tmp).write_text(text + "\n", encoding="utf-8")
@@ -120,6 +119,7 @@ def read_labels(path, *, pigments=None):
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        # lazy: h5py loads only where HDF5 is read or written
         import h5py
 
         with h5py.File(path, "r") as h5:

@@ -62,6 +62,7 @@ def _axis_aligned(v) -> bool:
 
 
 def _in_polygon(v, points) -> np.ndarray:
+    # lazy: matplotlib is heavy
     from matplotlib.path import Path as MplPath
 
     path = MplPath(v, closed=False)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ..datasets.trainset import as_pigment_labels
+from ..datasets.trainset import PigmentLabel, as_pigment_labels
 from ..errors import InvalidDataError
 
 SHAPE_TYPES = ("rectangle", "polygon", "ellipse")
@@ -39,8 +40,8 @@ class LabelledShape:
 
     shape_type: str
     vertices: np.ndarray
-    present: tuple | None = None
-    top: tuple = ()
+    present: tuple[str, ...] | None = None
+    top: tuple[str, ...] = ()
     note: str = ""
 
     def __post_init__(self):
@@ -114,9 +115,9 @@ class ShapeLabels:
         File they were read from.
     """
 
-    pigments: tuple
-    shapes: list = field(default_factory=list)
-    cube: dict = field(default_factory=dict)
+    pigments: tuple[PigmentLabel, ...]
+    shapes: list[LabelledShape] = field(default_factory=list)
+    cube: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
     def __post_init__(self):
@@ -157,13 +158,13 @@ class PixelLabels:
         Things the user should know (e.g. shapes clipped at the cube's edge).
     """
 
-    pigments: tuple
+    pigments: tuple[PigmentLabel, ...]
     present: np.ndarray
     top: np.ndarray | None
     mask: np.ndarray
     shape_index: np.ndarray | None = None
-    source: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.pigments = as_pigment_labels(self.pigments)

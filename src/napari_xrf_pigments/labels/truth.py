@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from ..datasets.mockup import read_truth
 from ..datasets.trainset import as_pigment_labels
 from ..errors import InvalidDataError
 from .shapes import LabelledShape, LabelsError, PixelLabels, ShapeLabels
@@ -31,8 +32,6 @@ def labels_from_truth(truth, *, pigments=None) -> PixelLabels:
     path = None
     names = {}
     if not isinstance(truth, dict):
-        from ..datasets.mockup import read_truth
-
         path = str(truth)
         names = _truth_names(truth)
         truth = read_truth(truth)
@@ -92,9 +91,9 @@ def strip_shapes(truth, *, inset: int = 0, pigments=None) -> ShapeLabels:
     ShapeLabels
     """
     if not isinstance(truth, dict):
+        # lazy: h5py loads only where HDF5 is read or written
         import h5py
 
-        from ..datasets.mockup import read_truth
 
         path = truth
         truth = read_truth(path)

@@ -15,9 +15,13 @@ labels (what reaches the detector of *this* instrument), as ``train --targets de
 
 from __future__ import annotations
 
+from ..datasets.training import TrainingRecipe, generate_training_set
 from ..datasets.trainset import TrainingSet
+from ..errors import InvalidDataError
 from ..progress import Progress
 from .defaults import ADAPT_DEFAULTS as _D
+from .files import PigmentModel, load_model
+from .finetuning import check_finetune_output, finetune_to_dir
 
 
 def learned_labels(data: TrainingSet, targets: str) -> TrainingSet:
@@ -29,8 +33,6 @@ def learned_labels(data: TrainingSet, targets: str) -> TrainingSet:
     if targets != "detectable":
         return data
     if data.detectable is None:
-        from ..errors import InvalidDataError
-
         raise InvalidDataError("the simulated set has no detectable labels")
     top = None if data.top is None else data.top & data.detectable
     return TrainingSet(data.spectra, data.energy, data.detectable, top, data.pigments,
@@ -39,8 +41,6 @@ def learned_labels(data: TrainingSet, targets: str) -> TrainingSet:
 
 def _recipe_of(base):
     """The training-set recipe the base model was trained with, or the default."""
-    from ..datasets.training import TrainingRecipe
-
     recipe = (((base.metadata or {}).get("training") or {}).get("data") or {}).get(
         "provenance", {}).get("recipe")
     if isinstance(recipe, dict):
@@ -88,10 +88,6 @@ def adapt_job(out, instrument, *, base_model=None, background_cps=None, n: int =
     -------
     (FinetuneResult, Path)
     """
-    from ..datasets.training import generate_training_set
-    from .files import PigmentModel, load_model
-    from .finetuning import check_finetune_output, finetune_to_dir
-
     base = base_model if isinstance(base_model, PigmentModel) else load_model(base_model)
     check_finetune_output(out, base.path, force=force)  # fail now, not after the work
     yield Progress(0, n, f"simulating {n} spectra with {instrument.name}")

@@ -71,8 +71,9 @@ class FoldedNetwork:
     """Inference form of a pigment CNN: convolutions with folded batch norms, and heads."""
 
     n_channels: int
-    layers: list
-    heads: dict  # output name -> (weights (features, n_pigments), bias (n_pigments,))
+    layers: list[_ConvLayer]
+    # output name -> (weights (features, n_pigments), bias (n_pigments,))
+    heads: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def fold(keras_model) -> FoldedNetwork | None:
@@ -80,6 +81,7 @@ def fold(keras_model) -> FoldedNetwork | None:
 
     Returns None when the network has another structure (the caller then runs Keras itself).
     """
+    # lazy: keras loads TensorFlow/JAX
     import keras
     from keras import layers as L
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..progress import Progress
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: A validation loss must fall by more than this to count as lower (float noise is not progress).
 MIN_DELTA = 1e-6
@@ -38,10 +42,10 @@ class EpochsRun:
 
     best_loss: float
     best_epoch: int = 0
-    best_weights: list | None = None
+    best_weights: list[np.ndarray] | None = None
     epochs_run: int = 0
     lowest_val_loss: float = math.inf
-    history: list = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def fit_epochs(
@@ -112,6 +116,7 @@ def fit_epochs(
         )
         logs = {k: float(v[-1]) for k, v in fit.history.items()}
         if log_learning_rate:
+            # lazy: keras loads TensorFlow/JAX
             import keras
 
             # The rate the next step would use (the schedule's value at the end of the epoch).

@@ -23,9 +23,12 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .. import __version__
+from ..atomic import check_output_path, naming_write_errors, normal_permissions
 from ..datasets.trainset import PigmentLabel, as_pigment_labels
 from ..errors import InvalidDataError, XRFPigmentsError
 from ..preprocess import Preprocessing
@@ -67,9 +70,9 @@ class PigmentModel:
     """
 
     keras_model: object
-    pigments: tuple
+    pigments: tuple[PigmentLabel, ...]
     preprocessing: Preprocessing
-    metadata: dict = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     _cache: dict = field(default_factory=dict, repr=False)
     _lock: object = field(default_factory=threading.Lock, repr=False)
@@ -165,9 +168,9 @@ def build_metadata(
     groups=None,
 ) -> dict:
     """The metadata dictionary stored beside the weights (JSON-ready)."""
+    # lazy: keras loads TensorFlow/JAX
     import keras
 
-    from .. import __version__
 
     pigments = as_pigment_labels(pigments)
     return {
@@ -236,7 +239,6 @@ def save_model(
     """
     import keras
 
-    from ..atomic import check_output_path, naming_write_errors, normal_permissions
 
     pigments = as_pigment_labels(pigments)
     meta = build_metadata(

@@ -26,11 +26,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..atomic import check_output_path
 from ..datasets.trainset import TrainingSet
 from ..errors import InvalidDataError
+from ..labels import PixelLabels, ShapeLabels, extract_training_set
 from ..progress import Progress
 from .defaults import FINETUNE_DEFAULTS as _D
 from .defaults import THRESHOLD
@@ -65,13 +68,13 @@ class FinetuneResult:
     """
 
     model: PigmentModel
-    before: dict
-    after: dict
-    split: dict
-    stages: list = field(default_factory=list)
-    history: list = field(default_factory=list)
+    before: dict[str, Any]
+    after: dict[str, Any]
+    split: dict[str, Any]
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     base_path: Path | None = None
-    indices: dict = field(default_factory=dict)
+    indices: dict[str, np.ndarray] = field(default_factory=dict)
 
     def table(self, title: str | None = None) -> str:
         """Before/after metrics side by side (:func:`~.metrics.format_comparison`)."""
@@ -99,8 +102,6 @@ def check_finetune_output(path, base_path=None, *, force: bool = False) -> Path:
     ------
     ModelFileError, OutputExistsError, FileNotFoundError
     """
-    from ..atomic import check_output_path
-
     out = Path(path).resolve()
     protected = [("the shipped model", Path(DEFAULT_MODEL_DIR).resolve())]
     if base_path is not None:
@@ -168,8 +169,6 @@ def _select_columns(data: TrainingSet, pigments) -> TrainingSet:
 
 
 def _labelled_set(base: PigmentModel, cube, labels) -> tuple[TrainingSet, dict]:
-    from ..labels import PixelLabels, ShapeLabels, extract_training_set
-
     if isinstance(labels, TrainingSet):
         data = _select_columns(labels, base.pigments)
         source = {"kind": "spectra", "path": labels.path, "provenance": labels.provenance}
@@ -286,6 +285,7 @@ def finetune(
     ------
     InvalidDataError, ModelFileError, LabelsError
     """
+    # lazy: keras loads TensorFlow/JAX
     import keras
 
     from .architecture import OUTPUTS

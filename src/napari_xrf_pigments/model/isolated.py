@@ -22,15 +22,19 @@ The jobs the widgets run: :func:`predict_job`, :func:`finetune_job`, :func:`adap
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import multiprocessing
 import os
 import pickle
+import sys
 import threading
 import traceback
 from pathlib import Path
 
-from ..errors import XRFPigmentsError
+from ..errors import InvalidDataError, XRFPigmentsError, unguarded_script_hint
+from ..io import open_cube
+from ..progress import Progress
 
 #: Seconds between checks for a message from the child; also how often the job yields None,
 #: the chance for a runner to stop it while the child works without reporting.
@@ -181,8 +185,6 @@ def _recv(connection):
 
 
 def _died(process) -> ChildProcessFailed:
-    from ..errors import unguarded_script_hint
-
     hint = unguarded_script_hint()
     return ChildProcessFailed(f"the worker process stopped unexpectedly (exit code {process.exitcode})"
                               + (f"; {hint}" if hint else ""))
@@ -288,10 +290,7 @@ def open_portable(spec):
         return spec
     if "cube" in spec:
         return spec["cube"]
-    import dataclasses
 
-    from ..errors import InvalidDataError
-    from ..io import open_cube
 
     cube = open_cube(spec["path"])
     if "shape" in spec and tuple(cube.shape) != tuple(spec["shape"]):
@@ -313,7 +312,7 @@ def predict_job(cube_spec, model_path=None, *, device: str | None = None):
     -------
     (PigmentPrediction, model name)
     """
-    from ..progress import Progress
+    # lazy: loads numpy
     from .files import load_model
     from .predict import predict_cube
     from .predictor import DEFAULT_BATCH_CPU
@@ -393,7 +392,6 @@ def adapt_job(out, instrument, base_model=None, background=None, *, n: int, seed
 
 def gpu_job():
     """Child job: whether the Keras backend sees a GPU."""
-    from ..progress import Progress
     from .predictor import gpu_available
 
     yield Progress(0, 1, "looking for a GPU")
@@ -406,8 +404,6 @@ def gpu_device_present() -> bool:
     NVIDIA (``/dev/nvidia*``), ROCm (``/dev/kfd``) or macOS (Metal). Only then is TensorFlow
     asked, in a child process.
     """
-    import sys
-
     if sys.platform == "darwin":
         return True
     return any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd"))

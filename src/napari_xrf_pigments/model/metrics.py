@@ -21,7 +21,11 @@ import math
 
 import numpy as np
 
+from ..datasets.mockup import read_truth
 from ..datasets.trainset import as_pigment_labels
+from ..errors import InvalidDataError
+from ..io.maps import read_maps
+from ..labels import labels_from_truth
 
 METRICS = ("accuracy", "sensitivity", "precision", "f1")
 
@@ -94,6 +98,7 @@ def apply_temperature(score, temperature: float) -> np.ndarray:
 
 def fit_temperature(truth, score) -> float:
     """The temperature that minimises the binary cross-entropy of :func:`apply_temperature`."""
+    # lazy: scipy is heavy
     from scipy.optimize import minimize_scalar
 
     t = np.asarray(truth, dtype=np.float64).ravel()
@@ -380,12 +385,8 @@ def pigment_maps_arrays(maps) -> tuple[list, np.ndarray, np.ndarray | None]:
     top : ndarray or None
         P(pigment in the top layer), when every pigment has a top map.
     """
-    from ..errors import InvalidDataError
-
     source = ""
     if not isinstance(maps, dict):
-        from ..io.maps import read_maps
-
         source = f" in {maps}"
         maps, _ = read_maps(maps)
     pigments, present, top = [], {}, {}
@@ -427,9 +428,6 @@ def evaluate_maps(maps, truth, *, threshold: float = 0.5) -> dict:
         :func:`evaluate_predictions` output over all pixels (a pixel without counts, NaN in the
         maps, counts as "predicted absent").
     """
-    from ..errors import InvalidDataError
-    from ..labels import labels_from_truth
-
     pigments, present, top = pigment_maps_arrays(maps)
     labels = labels_from_truth(truth, pigments=pigments)
     if labels.shape != present.shape[:2]:
@@ -440,8 +438,6 @@ def evaluate_maps(maps, truth, *, threshold: float = 0.5) -> dict:
     n = labels.present.shape[0] * labels.present.shape[1]
     use_top = top is not None and labels.top is not None
     if not isinstance(truth, dict):
-        from ..datasets.mockup import read_truth
-
         truth = read_truth(truth)
     seen = truth.get("detectable") or {}  # truth files from before detectable labels: none
     detectable = None

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
+from ..atomic import check_output_path
 from ..cube import XRFCube
+from ..io import open_cube
+from ..io.maps import open_maps_writer
 from .files import PigmentModel, load_model
 from .predictor import PigmentPrediction, _pigment_entries
 
@@ -96,13 +100,8 @@ def predict_to_file(
     -------
     Path
     """
-    from ..atomic import check_output_path
-    from ..io.maps import open_maps_writer
-
     check_output_path(out, force=force)  # fail before hours of work, not after
     if not isinstance(cube, XRFCube):
-        from ..io import open_cube
-
         input_file = input_file or str(cube)
         cube = open_cube(cube)
     if not isinstance(model, PigmentModel):
@@ -129,8 +128,6 @@ def finish_maps_file(writer, result: PigmentPrediction, model, cube: XRFCube, *,
                      warnings=()) -> None:
     """Attributes, unexplained maps and provenance of a maps file whose probabilities went
     through :func:`file_store`; the file's layout is this function's."""
-    from .. import __version__
-
     for _, _, name, attrs in _pigment_entries(model.outputs, model.pigments, result.evidence,
                                               result.groups):
         writer.set_attrs(name, attrs)

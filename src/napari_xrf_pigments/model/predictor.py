@@ -18,7 +18,10 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +29,11 @@ from ..cube import XRFCube, default_rows_per_block
 from ..errors import InvalidDataError
 from ..preprocess import transform_ops
 from ..progress import Progress
+from .engine import compile_forward, fold, make_forward
+from .metrics import apply_temperature
+
+if TYPE_CHECKING:
+    from ..datasets.trainset import PigmentLabel
 
 #: Spectra per compiled call. Small batches keep activations in cache on a CPU; a GPU wants more.
 DEFAULT_BATCH_CPU = 32
@@ -37,6 +45,7 @@ _VERIFY_ATOL = 1e-4
 
 def gpu_available() -> bool:
     """True when the Keras backend sees a GPU."""
+    # lazy: keras loads TensorFlow/JAX
     import keras
 
     backend = keras.backend.backend()
@@ -81,15 +90,15 @@ class PigmentPrediction:
         members' names (written as the maps' ``members`` attribute).
     """
 
-    maps: dict
-    pigments: tuple
+    maps: dict[str, np.ndarray]
+    pigments: tuple[PigmentLabel, ...]
     model_name: str = ""
-    raw: dict | None = None
+    raw: dict[str, np.ndarray] | None = None
     unexplained: np.ndarray | None = None
-    unexplained_elements: dict = field(default_factory=dict)
+    unexplained_elements: Mapping[str, np.ndarray] = field(default_factory=dict)
     evidence: str = "unavailable"
-    warnings: list = field(default_factory=list)
-    groups: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_maps(self) -> dict:
         """Maps in :func:`~napari_xrf_pigments.io.maps.write_maps` form.
@@ -223,8 +232,6 @@ class Predictor:
         return forward
 
     def _build(self):
-        from .engine import compile_forward, fold, make_forward
-
         ref = float(self.model.preprocessing.reference_counts)
         if self.engine == "fast":
             folded = fold(self.model.keras_model)
@@ -306,8 +313,6 @@ class Predictor:
             for k in self.outputs:
                 out[k][rows] = res[k][:size]
         if self.temperature:
-            from .metrics import apply_temperature
-
             for k, t in self.temperature.items():
                 if k in out and t != 1.0:
                     out[k] = apply_temperature(out[k], t).astype(np.float32)
@@ -316,8 +321,6 @@ class Predictor:
     def _executor(self):
         with self._lock:
             if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="xrf-pigments")
         return self._pool
 

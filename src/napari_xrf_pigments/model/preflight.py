@@ -65,6 +65,9 @@ from ..calibration import (
 )
 from ..cube import check_counts, sample_plan
 from ..datasets.training import VARIANT_ANODE_DRAW, VARIANT_KV
+from ..errors import CalibrationError
+from ..lines import element_symbol, normalize_symbol
+from ..physics.instrument import MN_KA_KEV, Readout
 from ..preprocess import channel_edges
 
 __all__ = [
@@ -162,12 +165,12 @@ class TrainingConditions:
         Range of their voltages, kV.
     """
 
-    counts_range: tuple
+    counts_range: tuple[float, float]
     counts_source: str
     anode: str | None = None
     kv: float | None = None
-    anodes: tuple = ()
-    kv_range: tuple | None = None
+    anodes: tuple[str, ...] = ()
+    kv_range: tuple[float, float] | None = None
 
     @property
     def tube_description(self) -> str:
@@ -545,7 +548,6 @@ def _anode_symbol(value) -> str | None:
     """'Rh', 'rh', 'Rh1', 45 -> 'Rh'; None when not an element."""
     if value is None or isinstance(value, (dict, list, tuple)):
         return None
-    from ..lines import element_symbol, normalize_symbol
 
     try:
         if isinstance(value, (int, float, np.integer, np.floating)):
@@ -637,8 +639,6 @@ def measure_cube_calibration(cube, *, max_spectra: int = 20000) -> CalibrationCh
     InvalidDataError
         If the sampled counts hold NaN or negative values.
     """
-    from ..errors import CalibrationError
-
     energies = _cube_energies(cube)
     if energies is None:
         raise CalibrationError("the cube's energy axis is not calibrated")
@@ -688,8 +688,6 @@ def cube_resolution(metadata) -> tuple[float, float]:
     if isinstance(readout, dict):
         noise, fano = _number(readout.get("noise_keV")), _number(readout.get("fano"))
         if noise is not None and fano is not None:
-            from ..physics.instrument import MN_KA_KEV, Readout
-
             return float(Readout(noise_keV=noise, fano=fano).fwhm_keV(MN_KA_KEV)), fano
     value = _number(_get(metadata, _RESOLUTION_KEYS))
     if value is None and (ev := _number(_get(metadata, _RESOLUTION_EV_KEYS))) is not None:
@@ -711,6 +709,7 @@ def _check_classes(model, library=None):
     if not pigments:
         return
     if library is None:
+        # here, not at the top: the tests monkeypatch this name on its module
         from ..pigments import load_pigment_library
 
         library = load_pigment_library()

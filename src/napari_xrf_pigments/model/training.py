@@ -25,6 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,9 +65,9 @@ class TrainResult:
     """
 
     model: PigmentModel
-    metrics: dict
-    folds: list = field(default_factory=list)
-    history: list = field(default_factory=list)
+    metrics: dict[str, Any]
+    folds: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
     best_fold: int = 1
 
     def save(self, path, *, force: bool = False) -> Path:
@@ -223,6 +224,7 @@ def train(
     -------
     TrainResult
     """
+    # lazy: keras loads TensorFlow/JAX
     import keras
 
     started = time.time()

@@ -17,6 +17,8 @@ jitter_readout, readout_pool, random_live_times
     Randomised instruments for training sets.
 """
 
+import importlib
+
 from .instrument import Beam, Detector, Excitation, Filter, Instrument, Readout, Tube
 from .variation import jitter_readout, random_live_times, readout_pool
 
@@ -50,8 +52,6 @@ __all__ = [
 def __getattr__(name):
     # PyMca loads only when a simulator or helper is first used.
     if name in _LAZY:
-        import importlib
-
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

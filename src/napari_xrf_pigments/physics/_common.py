@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidDataError
+from ..pigments import Stratigraphy
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,6 @@ class ResolvedLayer:
 
 def resolve_layers(stratigraphy, library) -> list[ResolvedLayer]:
     """Layers of a stratigraphy, top first, with compositions and densities resolved."""
-    from ..pigments import Stratigraphy
-
     if not isinstance(stratigraphy, Stratigraphy):
         raise InvalidDataError(f"expected a Stratigraphy, got {type(stratigraphy).__name__}")
     out = []

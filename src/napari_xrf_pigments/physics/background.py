@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidDataError
+from ..preprocess import resample
 
 
 def snip_background(spectrum, width_channels: int = 30, *, smooth_channels: int = 0) -> np.ndarray:
@@ -28,6 +29,7 @@ def snip_background(spectrum, width_channels: int = 30, *, smooth_channels: int 
     -------
     ndarray of float64, same shape as ``spectrum``
     """
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaMath.fitting import SpecfitFuns
 
     y = np.array(spectrum, dtype=np.float64)
@@ -73,7 +75,6 @@ def estimate_background(cube, readout, *, width_channels: int = 30, live_time_s=
         live_time_s = float(np.mean(live)) if live is not None else 1.0
     if not live_time_s > 0:
         raise InvalidDataError(f"live time must be > 0 s, got {live_time_s}")
-    from ..preprocess import resample
 
     background = snip_background(mean, width_channels)
     # Counts-conserving rebinning, the same the model's preprocessing uses.

@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import InvalidDataError
 from . import _pymca
 from ._common import resolve_layers
+from .instrument import Instrument
 from .scatter import compton_energy, mixture_dcs
 
 MAX_LAYERS = 10  # PyMca sorts "Layer10" before "Layer2"
@@ -69,6 +70,7 @@ class FaithfulSimulator:
     # -- configuration -------------------------------------------------------------------
     def pymca_config(self, stratigraphy, readout=None, live_time_s=None) -> dict:
         """The PyMca fit configuration (a dict of sections) describing one measurement."""
+        # lazy: PyMca5 is heavy
         from PyMca5 import PyMcaDataDir
         from PyMca5.PyMcaIO import ConfigDict
 
@@ -310,7 +312,6 @@ def simulate_faithful(stratigraphy, instrument=None, library=None, **kwargs) -> 
     ndarray of float64, shape (n_channels,)
     """
     from ..pigments import load_pigment_library
-    from .instrument import Instrument
 
     instrument = Instrument() if instrument is None else instrument
     library = load_pigment_library() if library is None else library

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidDataError
+from ..pigments import Stratigraphy
 from . import _pymca
 from ._common import sin_angles
 from .scatter import compton_dcs, compton_energy, rayleigh_dcs
@@ -435,8 +436,6 @@ class FastSimulator:
         ndarray of :attr:`dtype`, shape (B, n_channels), or (n_channels,) for one Stratigraphy
             Expected counts, or Poisson counts when ``rng`` is given.
         """
-        from ..pigments import Stratigraphy
-
         single = isinstance(stratigraphies, Stratigraphy)
         strats = [stratigraphies] if single else list(stratigraphies)
         if not strats:
@@ -488,6 +487,7 @@ def _escape(material: str, energy: float):
 
 def _response_matrix(energies, readout, detector_material) -> np.ndarray:
     """Rows of unit-area peaks as McaTheory.mcatheory draws them (one peak + its escapes)."""
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaMath.fitting import SpecfitFuns
 
     x = readout.energies()

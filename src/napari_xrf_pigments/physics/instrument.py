@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._tables import load_table
+from ..atomic import atomic_output
 from ..cube import EnergyAxis
 from ..errors import InvalidDataError, UnreadableFileError
 from ..pigments._elements import ATOMIC_WEIGHT, parse_formula
@@ -454,6 +456,7 @@ class Instrument:
         count (a .cfg holds only the fit range): the default 4096 stays. ``overrides`` replace
         fields of the result.
         """
+        # lazy: PyMca5 is heavy
         from PyMca5.PyMcaIO import ConfigDict
 
         path = Path(path)
@@ -679,6 +682,8 @@ def instrument_from_cube(cube, *, base: Instrument | None = None) -> tuple[Instr
     InvalidDataError
         If the file's values make no instrument (e.g. a tube voltage outside 5-100 kV).
     """
+    # here, not at the top: model.preflight imports this module through datasets and physics
+    # (an import cycle)
     from ..model.preflight import cube_tube
 
     base = base or Instrument()
@@ -863,8 +868,6 @@ def form_values(instrument: Instrument) -> dict[str, Any]:
 
 def _form_formula(text: str, label: str) -> str:
     """A formula typed in a form: ``"CdTe"`` is read as ``"Cd1Te1"``."""
-    import re
-
     text = text.strip()
     counted = re.sub(r"([A-Z][a-z]?)(?![a-z\d.])", r"\g<1>1", text)
     try:
@@ -985,8 +988,6 @@ def write_instrument(instrument: Instrument, path, *, force: bool = False) -> Pa
     OutputWriteError
         The disk is full, read-only or failing.
     """
-    from ..atomic import atomic_output
-
     text = json.dumps(instrument.to_dict(), indent=2) + "\n"
     with atomic_output(path, force=force) as tmp:
         tmp.write_text(text, encoding="utf-8")

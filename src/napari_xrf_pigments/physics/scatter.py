@@ -46,6 +46,7 @@ def compton_dcs(element: str, theta_deg: float, energies_keV) -> np.ndarray:
     -------
     ndarray, shape (n,)
     """
+    # lazy: PyMca5 is heavy
     from PyMca5.PyMcaPhysics.xrf import Elements, IncoherentScattering
 
     energies = np.atleast_1d(np.asarray(energies_keV, dtype=np.float64))

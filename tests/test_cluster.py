@@ -176,6 +176,7 @@ def test_a_job_stopped_from_the_client_leaves_no_file(pool, tiny_cube_file, tmp_
     assert not any(pool.client.processing().values())
 
 
+@pytest.mark.slow  # waits out the 2 s connection timeout
 def test_an_unreachable_scheduler_is_one_line_and_exit_code_2(tiny_cube_file, tmp_path, capsys, monkeypatch):
     from napari_xrf_pigments.cli import main
 
@@ -311,6 +312,7 @@ def test_a_simulation_stopped_from_the_client_leaves_no_file(pool, tmp_path, mon
     assert not any(pool.client.processing().values())
 
 
+@pytest.mark.slow  # waits out the 2 s connection timeout
 def test_simulate_with_an_unreachable_scheduler_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch):
     from napari_xrf_pigments.cli import main
 

@@ -140,6 +140,7 @@ def test_the_job_reports_progress_and_apply_keeps_the_counts():
 # -- the linear/quadratic decision on synthetic line spectra -------------------------------
 
 
+@pytest.mark.slow  # ~1 s: simulates spectra
 def test_a_non_linear_detector_gets_a_quadratic_term():
     quad = 3e-8  # bends the axis ~30 eV away from the straight line at mid-range
     truth = 0.005 + 0.0099 * np.arange(2048) + quad * np.arange(2048.0) ** 2

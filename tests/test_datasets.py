@@ -123,6 +123,7 @@ def foreign_mockup():
     return run(simulate_mockup(FOREIGN, seed=3, live_time_s=2.0))
 
 
+@pytest.mark.slow  # its fixture simulates a mock-up
 def test_mockup_with_distractor_strips(foreign_mockup):
     cube, truth = foreign_mockup
     top, bottom = truth["top_index"], truth["bottom_index"]
@@ -143,6 +144,7 @@ def test_mockup_with_distractor_strips(foreign_mockup):
     assert sn[exposed].mean() > 20 * sn[bottom != 1].mean()
 
 
+@pytest.mark.slow  # its fixture simulates a mock-up
 def test_mockup_truth_with_distractors_round_trips(tmp_path, foreign_mockup, small_mockup):
     import h5py
 

@@ -338,6 +338,7 @@ def test_maps_file_layout(fitted, tmp_path):
         write_maps_file(out, fitted)
 
 
+@pytest.mark.slow  # ~1 s: the command in a subprocess
 def test_cli_fit_end_to_end(cube, tmp_path, capsys):
     import h5py
 

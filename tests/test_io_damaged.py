@@ -137,6 +137,7 @@ def test_cli_error_names_the_input_file(tmp_path, capsys):
 
 
 @pytest.mark.realdata
+@pytest.mark.slow  # ~1 s: a child process crashes
 def test_bcf_decoder_crash_in_the_napari_reader_is_an_error(tmp_path, real_data):
     """The napari reader survives a .bcf that makes the compiled decoder segfault."""
     data = (real_data / "rosettasciio_bruker" / "Hitachi_TM3030Plus.bcf").read_bytes()

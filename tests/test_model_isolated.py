@@ -90,6 +90,7 @@ def test_cancel_while_running_stops_the_child():
     assert run(isolated.isolated(f"{JOBS}:counting_job", 1))["pid"] != pid
 
 
+@pytest.mark.slow  # ~1.5 s: waits for a running job
 def test_cancel_while_queued_leaves_the_running_job_alone():
     first = {}
     def first_job():

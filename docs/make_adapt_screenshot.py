@@ -23,6 +23,8 @@ sys.path.insert(0, str(HERE))  # the helpers below live beside this script
 
 from make_screenshots import _new_viewer, _save, _settle  # noqa: E402
 from make_widget_screenshots import _wait  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+from qtpy.QtWidgets import QDockWidget  # noqa: E402
 
 PLUGIN = "napari-xrf-pigments"
 
@@ -56,6 +58,13 @@ def main(argv=None):
         viewer.open(str(path), plugin=PLUGIN)
         _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Model for your instrument")
         _settle(viewer, 500)
+        widget.edit_instrument.value = True  # the form, for the picture
+        # The dock was sized while the form was hidden: widen it as a user would, by dragging.
+        dock = widget.native.parent()
+        while dock is not None and not isinstance(dock, QDockWidget):
+            dock = dock.parent()
+        viewer.window._qt_window.resizeDocks([dock], [480], Qt.Orientation.Horizontal)
+        _settle(viewer, 300)
         widget.n_spectra.value = args.n
         widget.out_dir.value = Path(tmp) / "model-m6-scan"
         widget.run()

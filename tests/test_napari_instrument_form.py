@@ -162,6 +162,11 @@ def test_an_instrument_typed_in_without_a_scan(make_napari_viewer, tmp_path, mes
     assert not widget.form.enabled  # nothing to show yet
     widget.source.value = FROM_DEFAULT
     assert widget.form.enabled
+    # The form's 21 rows are shown on request: the dock fits a 1366 x 768 screen until then.
+    assert widget.form.native.isHidden()
+    assert widget.native.minimumSizeHint().height() < 600
+    widget.edit_instrument.value = True
+    assert not widget.form.native.isHidden()
     shown, expected = widget.form.values(), form_values(Instrument())
     key = "readout.resolution_eV"  # shown to 0.1 eV
     assert shown.pop(key) == pytest.approx(expected.pop(key), abs=0.05) and shown == expected

@@ -78,7 +78,10 @@ class AdaptWidget(Container):
                                         filter="*.json *.toml *.cfg",
                                         tooltip="xrf-pigments instrument file, or a PyMca .cfg")
         self.instrument_info = Label(value="")
+        # The form's 21 rows would make the dock taller than a 1366 x 768 screen: shown on request.
+        self.edit_instrument = CheckBox(text="show and edit the instrument's fields", value=False)
         self.form = InstrumentForm()
+        self.form.visible = False
         self.save_instrument_button = PushButton(
             text="Save instrument JSON...",
             tooltip="Write the instrument of the form as the JSON file that `xrf-pigments "
@@ -94,7 +97,7 @@ class AdaptWidget(Container):
         self.status = Label(value="")
         self.maps_button = PushButton(text="Use it in Pigment maps", enabled=False)
         self.extend([self.cube_combo, self.source, self.instrument_file, self.instrument_info,
-                     self.form, self.save_instrument_button, self.background, self.n_spectra,
+                     self.edit_instrument, self.form, self.save_instrument_button, self.background, self.n_spectra,
                      self.out_dir, self.run_button, self.cancel_button, self.status,
                      self.maps_button])
         for label in (self.instrument_info, self.status):
@@ -104,6 +107,7 @@ class AdaptWidget(Container):
                                 on_state=self._set_running, on_status=self._set_status)
 
         self.source.changed.connect(self._on_source_changed)
+        self.edit_instrument.changed.connect(self._show_form)
         for control in (self.cube_combo, self.instrument_file, self.form):
             control.changed.connect(self.show_instrument)
         self.save_instrument_button.changed.connect(lambda: self.save_instrument())
@@ -114,6 +118,9 @@ class AdaptWidget(Container):
         for event in (events.inserted, events.removed, events.reordered, events.renamed):
             event.connect(self.reset_choices)
         self.show_instrument()
+
+    def _show_form(self, shown: bool) -> None:
+        self.form.visible = bool(shown)
 
     def _cube_names(self, *_):
         return [layer.name for layer in cube_layers(self.viewer)]

@@ -85,16 +85,17 @@ def init_worker(single_thread_blas: bool = True, parent_pid: int | None = None) 
     PyMca's C helpers."""
     if parent_pid is not None:
         _end_with_parent(parent_pid)
-    if single_thread_blas and "numpy" not in sys.modules:
+    numpy_loaded = "numpy" in sys.modules
+    if single_thread_blas and not numpy_loaded:
         for name in BLAS_THREAD_VARIABLES:
             os.environ[name] = "1"
     import numpy  # noqa: F401
     from PyMca5.PyMcaMath.fitting import SpecfitFuns  # noqa: F401
     from PyMca5.PyMcaMath.linalg import lstsq  # noqa: F401
 
-    if single_thread_blas:
-        # numpy may have loaded before this (spawn re-imports the main script, which may import
-        # it): limit the BLAS and OpenMP pools already loaded through their own APIs.
+    if single_thread_blas and numpy_loaded:
+        # numpy loaded before this (spawn re-imports the main script, which may import it):
+        # limit the BLAS and OpenMP pools already loaded through their own APIs.
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=1)

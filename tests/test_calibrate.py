@@ -99,6 +99,19 @@ def test_a_misstated_calibration_of_a_simulated_mockup_is_recovered(offset_keV, 
 
 
 @pytest.mark.slow  # simulates a mock-up (PyMca), once per session
+def test_a_right_calibration_is_kept_and_a_slightly_wrong_one_corrected():
+    right = calibrate_cube(mockup())
+    assert right.kept_stated and right.free_fit is not None
+    assert right.calibration == pytest.approx(mockup().energy.as_calibration(), abs=1e-12)
+    assert right.to_dict()["kept_stated"] is True
+    assert right.report()[0].startswith("kept the stated calibration")
+    # 15 eV off at every line is many times the lines' uncertainties (~4 eV): corrected.
+    off = calibrate_cube(misstated(mockup(), 0.015, 0.0))
+    assert not off.kept_stated
+    assert off.offset_at(6.4) == pytest.approx(0.015, abs=0.004)
+
+
+@pytest.mark.slow  # simulates a mock-up (PyMca), once per session
 def test_an_uncalibrated_mockup_is_recovered_from_a_rough_guess():
     cube = mockup()
     raw = XRFCube(cube.counts, EnergyAxis.uncalibrated(cube.n_channels), metadata=cube.metadata)
@@ -219,16 +232,26 @@ def test_the_real_m6_spectrum_keeps_its_stated_calibration(real_data):
     assert {"Ca Ka", "Fe Ka", "Zn Ka", "Sr Ka"} <= {m.line for m in found.lines}
     lo, hi = found.span_keV
     assert lo < 3.8 and hi > 14.0
-    # Where lines pin it (3 to 14 keV) the correction is below 10 eV.
-    assert found.max_offset_keV(3.0, hi) < 0.010
-    # Beyond the last line it is extrapolated: at 20 keV the correction (-15 eV; PyMca's own
-    # zero/gain fit of this spectrum finds 13-25 eV there too) stays within its uncertainty.
-    assert abs(found.offset_at(20.0)) < 0.020
-    assert abs(found.offset_at(20.0)) < 1.5 * found.uncertainty_at(20.0)
-    assert found.residual_keV < 0.003
-    # Misstated by +60 eV and -0.4 % gain, it comes back to the same calibration.
+    # The stated calibration explains the lines within their uncertainties, so it is kept: no
+    # correction anywhere (the goal: below 10 eV over 3-20 keV).
+    assert found.kept_stated
+    assert found.max_offset_keV(3.0, 20.0) < 1e-6
+    assert found.calibration == pytest.approx(cube.energy.as_calibration(), abs=1e-12)
+    assert found.residual_keV < 0.008  # the lines' misses of the stated calibration
+    assert any("kept" in note and "p = " in note for note in found.notes)
+    # The lines alone would move it by < 10 eV where they are (3 to 14 keV), and beyond the
+    # last line by an extrapolation within its uncertainty (PyMca's own zero/gain fit of this
+    # spectrum finds 13-25 eV at 20 keV too).
+    free = dataclasses.replace(found, zero_keV=found.free_fit[0], gain_keV=found.free_fit[1],
+                               quad_keV=found.free_fit[2])
+    assert free.max_offset_keV(3.0, hi) < 0.010
+    assert abs(free.offset_at(20.0)) < 1.5 * found.uncertainty_at(20.0)
+    assert found.apply(cube).energy is cube.energy  # nothing to change
+    # Misstated by +60 eV and -0.4 % gain, the stated calibration is refused and corrected to
+    # what the lines alone give.
     again = calibrate_cube(misstated(cube, 0.06, -0.004))
-    assert largest_error_keV(again.energies(), found.energies()) < 0.001
+    assert not again.kept_stated
+    assert largest_error_keV(again.energies(), free.energies()) < 0.001
 
 
 # -- xrf-pigments calibrate ----------------------------------------------------------------

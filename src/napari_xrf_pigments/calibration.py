@@ -9,7 +9,9 @@ Two uses of the same line fits (:class:`~napari_xrf_pigments.peaks.SumSpectrum`)
   named by the lines of :data:`AUTO_LINES` (and the scattered tube lines) that a single linear
   correction of the stated (or roughly guessed) calibration fits best, then each named line is
   fitted precisely and zero and gain (and a quadratic term when the lines ask for one) are
-  fitted to them by weighted least squares.
+  fitted to them by weighted least squares. A stated calibration that already explains the
+  lines within their uncertainties is kept (a chi-square test, with lines over at least 5 keV):
+  a free fit would only move the axis by noise where no line pins it.
 
 Energies are in keV, channels count from 0 (``E = zero + gain*ch + quad*ch**2``). Qt-free;
 PyMca (line tables, SNIP) and scipy are imported when used.
@@ -391,6 +393,12 @@ SYSTEMATIC_FWHM_FRACTION = 0.03
 #: (F-test at 1 %) and by at least a third.
 QUADRATIC_MIN_LINES = 4
 QUADRATIC_MIN_SPAN_KEV = 5.0
+#: The stated calibration is kept when the chi-square of its misses at the fitted lines (in
+#: units of their uncertainties) has at least this p-value, and the lines span at least
+#: CONFIRM_MIN_SPAN_KEV: lines close together pin the axis at one place only, so a gain error
+#: pivoting there (large at 20 keV) would pass unseen.
+STATED_AGREES_P = 0.01
+CONFIRM_MIN_SPAN_KEV = 5.0
 #: Energies (keV) at which reports give the shift of the stated calibration.
 REPORT_ENERGIES_KEV = (3.0, 6.4, 10.0, 20.0)
 #: A second reading of the peaks with at least this share of the best one's score makes the
@@ -450,6 +458,12 @@ class AutoCalibration:
         Lines with a clear peak that were not used, each with the reason.
     notes : tuple of str
         How the fit was decided (a quadratic term tried and kept or not, a line left out).
+    kept_stated : bool
+        True when the stated calibration explains the lines within their uncertainties
+        (:data:`STATED_AGREES_P`) and is kept: ``zero_keV``... are then the stated ones,
+        the lines' residuals are against it, and ``free_fit`` holds what the lines alone give.
+    free_fit : tuple of float or None
+        (zero, gain, quad) fitted to the lines, when the stated calibration was kept.
     """
 
     zero_keV: float
@@ -462,6 +476,8 @@ class AutoCalibration:
     n_channels: int
     rejected: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    kept_stated: bool = False
+    free_fit: tuple[float, float, float] | None = None
 
     @property
     def calibration(self) -> tuple[float, float, float]:
@@ -530,13 +546,16 @@ class AutoCalibration:
         CalibrationError
             If the calibration leaves the energies a detector can have (a zero below -1 keV).
         """
-        new = cube.with_calibration(self.zero_keV, self.gain_keV, self.quad_keV)
-        kind = "quadratic" if self.quad_keV else "linear"
+        lines = (f"the peaks of {len(self.lines)} lines ({', '.join(m.line for m in self.lines)})"
+                 f", weighted RMS residual {self.residual_keV * 1000:.1f} eV")
+        if self.kept_stated:
+            new, fit = cube, f"stated, confirmed by {lines}"
+        else:
+            new = cube.with_calibration(self.zero_keV, self.gain_keV, self.quad_keV)
+            fit = f"{'quadratic' if self.quad_keV else 'linear'}, found from {lines}"
         metadata = {
             **(cube.metadata or {}),
-            "calibration_fit": (f"{kind}, found from the peaks of {len(self.lines)} lines ("
-                                f"{', '.join(m.line for m in self.lines)}), weighted RMS "
-                                f"residual {self.residual_keV * 1000:.1f} eV"),
+            "calibration_fit": fit,
             "calibration_residual_keV": self.residual_keV,
             "auto_calibration": self.to_dict(),
         }
@@ -567,6 +586,9 @@ class AutoCalibration:
             "shift_eV": ({f"{e:g}": ev(self.offset_at(e)) for e in REPORT_ENERGIES_KEV}
                          if stated else None),
             "max_shift_eV_3_20": ev(largest),
+            "kept_stated": self.kept_stated,
+            "free_fit": (None if self.free_fit is None else
+                         dict(zip(("zero_keV", "gain_keV", "quad_keV"), self.free_fit))),
             "rejected": list(self.rejected),
             "notes": list(self.notes),
         }
@@ -581,9 +603,13 @@ class AutoCalibration:
 
     def report(self) -> list[str]:
         """Lines of text for the user: the calibration, the lines used, the correction."""
-        text = [f"found: {self._describe(self.calibration)}"]
-        if self.stated is not None:
-            text[0] += f" (stated: {self._describe(self.stated.as_calibration())})"
+        if self.kept_stated:
+            text = [f"kept the stated calibration: {self._describe(self.calibration)} (the lines'"
+                    " peaks agree with it within their uncertainties)"]
+        else:
+            text = [f"found: {self._describe(self.calibration)}"]
+            if self.stated is not None:
+                text[0] += f" (stated: {self._describe(self.stated.as_calibration())})"
         lo, hi = self.span_keV
         text.append(f"lines used: {len(self.lines)}, {lo:.2f} to {hi:.2f} keV")
         for m in self.lines:
@@ -726,8 +752,44 @@ def find_calibration(
         energies = np.polynomial.polynomial.polyval(channels, coeffs)
         search = 0.05
     zero, gain, quad = (float(c) for c in coeffs)
-    return AutoCalibration(zero, gain, quad, tuple(lines), residual, covariance,
-                           start if stated else None, y.size, tuple(rejected), tuple(notes))
+    found = AutoCalibration(zero, gain, quad, tuple(lines), residual, covariance,
+                            start if stated else None, y.size, tuple(rejected), tuple(notes))
+    return _keep_stated_if_it_agrees(found) if stated else found
+
+
+def _keep_stated_if_it_agrees(found: AutoCalibration) -> AutoCalibration:
+    """``found`` with the stated calibration kept when it explains the lines' peaks within their
+    uncertainties (chi-square p-value >= :data:`STATED_AGREES_P`) and the lines span
+    :data:`CONFIRM_MIN_SPAN_KEV`; otherwise ``found``, with a note of the test."""
+    lo, hi = found.span_keV
+    if hi - lo < CONFIRM_MIN_SPAN_KEV:
+        return found
+    # lazy: scipy is heavy
+    from scipy.stats import chi2 as chi2_distribution
+
+    stated = found.stated.energies()
+    channel = np.array([m.channel for m in found.lines])
+    sigma = np.array([m.sigma_keV for m in found.lines])
+    miss = np.interp(channel, np.arange(stated.size), stated) - np.array(
+        [m.energy_keV for m in found.lines])
+    chi2 = float(np.sum((miss / sigma) ** 2))
+    p_value = float(chi2_distribution.sf(chi2, miss.size))
+    test = (f"the stated calibration misses the {miss.size} lines by chi-square {chi2:.1f} "
+            f"(p = {p_value:.2g})")
+    if p_value < STATED_AGREES_P:
+        return dataclasses.replace(found, notes=(*found.notes, f"{test}: corrected"))
+    largest = found.max_offset_keV()
+    free = (f"the lines alone give {found._describe(found.calibration)}"
+            + ("" if largest is None else f", {largest * 1000:.0f} eV from it at most over "
+               "3-20 keV"))
+    zero, gain, quad = found.stated.as_calibration()
+    return dataclasses.replace(
+        found, zero_keV=zero, gain_keV=gain, quad_keV=quad,
+        lines=tuple(dataclasses.replace(m, residual_keV=float(r))
+                    for m, r in zip(found.lines, miss)),
+        residual_keV=_weighted_rms(miss, sigma),
+        notes=(*found.notes, f"{test}, within their uncertainties: kept ({free})"),
+        kept_stated=True, free_fit=found.calibration)
 
 
 def _naming_lines(anode, kv, lo, hi, fwhm) -> tuple[np.ndarray, list[str]]:

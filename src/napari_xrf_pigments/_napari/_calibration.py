@@ -222,11 +222,15 @@ class CalibrationWidget(QWidget):
             return
         self.found, self._found_for = found, cube
         lo, hi = found.span_keV
-        text = (f"<b>Found</b> from {len(found.lines)} lines ({lo:.2f} to {hi:.2f} keV): zero "
+        text = (f"<b>{'Confirmed' if found.kept_stated else 'Found'}</b> from "
+                f"{len(found.lines)} lines ({lo:.2f} to {hi:.2f} keV): zero "
                 f"{found.zero_keV:.5f} keV, gain {found.gain_keV:.7f} keV/ch"
                 + (f", quad {found.quad_keV:.3g} keV/ch²" if found.quad_keV else "")
                 + f"; residual {found.residual_keV * 1000:.1f} eV.")
-        if found.stated is not None:
+        if found.kept_stated:
+            text += (" The stated calibration agrees with the lines within their "
+                     "uncertainties: nothing to correct.")
+        elif found.stated is not None:
             shifts = [(e, found.offset_at(e)) for e in (3.0, 10.0, 20.0)]
             shifts = ", ".join(f"{offset * 1000:+.0f} eV at {e:g} keV"
                                for e, offset in shifts if offset is not None)

@@ -11,6 +11,7 @@ Results and errors reach the widget on the main thread only (Qt queued signals).
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import weakref
@@ -54,6 +55,66 @@ class JobWorker(GeneratorWorker):
                 self.yielded.emit(step)
         finally:
             self._gen.close()
+
+
+class GuiThreadCollector:
+    """Python's cyclic garbage collection on the GUI thread only, while jobs run in threads.
+
+    An automatic collection runs in whichever thread happens to pass the allocation threshold.
+    In a job's worker thread it may free Qt objects that the GUI thread made and still uses
+    (style options, icons, palettes held in reference cycles by napari's painting code): Qt
+    then crashes at random in the GUI thread's painting. While any job runs, automatic
+    collection is therefore off, and a timer on the GUI thread collects with Python's own
+    thresholds instead (pyqtgraph's ``GarbageCollector`` does the same).
+    """
+
+    #: How often the GUI thread checks the allocation counts, ms.
+    INTERVAL_MS = 250
+
+    def __init__(self):
+        self.jobs = 0
+        self.was_enabled = True
+        self.timer = None
+
+    def acquire(self) -> None:
+        """A job starts (GUI thread)."""
+        if self.jobs == 0:
+            self.was_enabled = gc.isenabled()
+            gc.disable()
+            if self.timer is None:
+                self.timer = QTimer()
+                self.timer.setInterval(self.INTERVAL_MS)
+                self.timer.timeout.connect(self.collect)
+            self.timer.start()
+        self.jobs += 1
+
+    def release(self) -> None:
+        """A job has ended (GUI thread); the last one gives automatic collection back."""
+        if self.jobs == 0:
+            return
+        self.jobs -= 1
+        if self.jobs == 0:
+            self.timer.stop()
+            self.collect()
+            if self.was_enabled:
+                gc.enable()
+
+    @staticmethod
+    def collect() -> None:
+        """Collect the oldest generation whose count (and every younger one's) is past its
+        threshold, as an automatic collection would."""
+        counts, thresholds = gc.get_count(), gc.get_threshold()
+        generation = -1
+        for g in range(3):
+            if not thresholds[g] or counts[g] <= thresholds[g]:
+                break
+            generation = g
+        if generation >= 0:
+            gc.collect(generation)
+
+
+#: One for the process: jobs of every widget share Python's collector.
+GUI_THREAD_GC = GuiThreadCollector()
 
 
 def _drive(factory, args, kwargs):
@@ -182,6 +243,7 @@ class JobRunner:
         worker.finished.connect(self._on_finished)
         self._set_state(True)
         self._status(f"{description}: starting…")
+        GUI_THREAD_GC.acquire()
         worker.start()
         return worker
 
@@ -284,6 +346,7 @@ class JobRunner:
     def _on_finished(self):
         worker, self.worker = self.worker, None
         if worker is not None:
+            GUI_THREAD_GC.release()
             # Later, once every slot of this signal has run (disconnecting now would skip them).
             QTimer.singleShot(0, lambda: _release(worker))
         if self.pbar is not None:

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 from ..errors import XRFPigmentsError
 from ..lines import element_lines, nearest_lines, peak_channel
 from ..regions import pixel_spectrum, region_bytes, region_spectrum, region_spectrum_job
+from ._jobs import GUI_THREAD_GC
 from ._layers import cube_layers, cube_of, pixel_at, x_axis
 from ._plots import theme_axes
 
@@ -407,6 +408,7 @@ class SpectrumViewer(QWidget):
         worker.errored.connect(self._region_failed)
         worker.finished.connect(self._region_finished)
         self.region_worker = worker
+        GUI_THREAD_GC.acquire()
         worker.start()
 
     def _region_progress(self, step):
@@ -424,6 +426,7 @@ class SpectrumViewer(QWidget):
         self._update_data_lines()
 
     def _region_finished(self):
+        GUI_THREAD_GC.release()
         self.region_worker = None
         if self._region_pending:
             self._region_pending = False

@@ -1,0 +1,93 @@
+"""Jobs in widgets: Python's garbage collection stays on the GUI thread while they run."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def collections_by_thread():
+    """Thread ids of the collections that freed something, while the test runs."""
+    threads = []
+
+    def record(phase, info):
+        if phase == "stop" and info["collected"]:
+            threads.append(threading.get_ident())
+
+    gc.callbacks.append(record)
+    yield threads
+    gc.callbacks.remove(record)
+
+
+def make_cycles(seconds: float) -> None:
+    """Allocate reference cycles for ``seconds`` (enough to pass every GC threshold)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(5000):
+            a = {}
+            a["self"] = a
+
+
+def test_a_job_thread_never_collects_the_gui_thread_collects_for_it(qtbot, collections_by_thread):
+    from napari_xrf_pigments._napari._jobs import GuiThreadCollector
+
+    assert gc.isenabled()
+    collector = GuiThreadCollector()
+    collector.acquire()
+    collector.acquire()  # a second job
+    try:
+        assert not gc.isenabled()
+        worker = threading.Thread(target=make_cycles, args=(1.0,))
+        worker.start()
+        qtbot.waitUntil(lambda: not worker.is_alive(), timeout=10_000)
+        qtbot.wait(3 * GuiThreadCollector.INTERVAL_MS)
+        # Every collection that freed the worker's cycles ran on this (the GUI) thread.
+        assert collections_by_thread
+        assert set(collections_by_thread) == {threading.get_ident()}
+        collector.release()
+        assert not gc.isenabled()  # the other job still runs
+    finally:
+        collector.release()
+    assert gc.isenabled()
+    assert not collector.timer.isActive()
+    collector.release()  # one release too many changes nothing
+    assert gc.isenabled()
+
+
+def test_without_it_a_thread_collects_itself(collections_by_thread):
+    # The hazard the collector removes: automatic collection in whichever thread allocates.
+    worker = threading.Thread(target=make_cycles, args=(0.5,))
+    worker.start()
+    worker.join()
+    assert worker.ident in collections_by_thread
+
+
+def test_a_widget_job_turns_automatic_collection_off_until_it_ends(make_napari_viewer, qtbot):
+    from qtpy.QtWidgets import QWidget
+
+    from napari_xrf_pigments._napari._jobs import GUI_THREAD_GC, JobRunner
+    from napari_xrf_pigments.progress import Progress
+
+    viewer = make_napari_viewer()
+    seen = {}
+
+    def job():
+        seen["enabled_during"] = gc.isenabled()
+        yield Progress(1, 1, "done")
+        return 42
+
+    widget = QWidget()
+    qtbot.addWidget(widget)
+    viewer.window.add_dock_widget(widget)
+    runner = JobRunner(widget, "test job")
+    runner.start(job, on_returned=lambda result: seen.setdefault("result", result))
+    qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+    assert seen == {"enabled_during": False, "result": 42}
+    assert GUI_THREAD_GC.jobs == 0
+    assert gc.isenabled()

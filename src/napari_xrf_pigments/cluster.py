@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -562,14 +563,28 @@ def _statistics_keeping(token, blob, spectra, params, n_free):
 
 
 def _call_keeping(fn, *args):
-    """Run a keeping fit function: its RemoteSpectra argument comes with a reader, not read."""
+    """Run a keeping fit function: its RemoteSpectra argument comes with a reader, not read.
+
+    With one BLAS thread, as the fit's own pool workers (:func:`~.fitting._worker.init_worker`):
+    the same arithmetic, and two workers on two cores do not run four spinning BLAS threads.
+    """
     key = _chunk_key(args)
     if fn is _fit_chunk_keeping:
         resolved = [(a, a.read()) if isinstance(a, RemoteSpectra) else a for a in args]
     else:
         resolved = [(a, a.read) if isinstance(a, RemoteSpectra) else a for a in args]
-    value = fn(*resolved)
+    with _blas_controller().limit(limits=1):
+        value = fn(*resolved)
     return _tagged(value, key) if fn is _fit_chunk_keeping else value
+
+
+@functools.cache
+def _blas_controller():
+    """This worker's thread pools (BLAS, OpenMP), inspected once."""
+    # lazy: only fit tasks need it
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _keeping_table():

@@ -643,6 +643,11 @@ def _checker(ref: CubeRef, predictor, settings):
     return checker
 
 
+def warm_predictor_task(model_path: str, options: tuple) -> None:
+    """Task: load and compile the model on this worker (:func:`_predictor`), ahead of blocks."""
+    _predictor(model_path, options)
+
+
 def predict_start_task(ref: CubeRef, model_path: str, options: tuple, rows: slice) -> dict:
     """Task: the evidence settings of a cube from its first block (what one process decides
     there): ``{"settings": dict}``, or ``{"failed": reason}`` when the evidence step cannot run."""
@@ -740,6 +745,11 @@ def predict_to_file_on(
             maps, raw, checker = predictor.prepare_outputs(cube, step, evidence=evidence,
                                                           store=file_store(writer, model))
             yield Progress(0, len(blocks), f"predicting {cube.name} on the cluster")
+            # Every worker loads the model now, side by side, not when its first block comes:
+            # the blocks wait for the evidence settings of the first one (one worker), and the
+            # others would then start loading TensorFlow only after that.
+            for address in pool.client.nthreads():
+                pool.submit(warm_predictor_task, model_path, options, worker=address)
             settings = None
             if raw is not None:
                 first = pool.result(pool.submit(predict_start_task, ref, model_path, options, blocks[0]))

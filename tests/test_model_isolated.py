@@ -79,6 +79,16 @@ def test_a_dying_child_is_a_clear_error_and_the_next_job_starts_a_new_one():
     assert run(isolated.isolated(f"{JOBS}:counting_job", 1))["n"] == 1
 
 
+def test_a_connection_reset_by_the_child_is_the_same_clear_error(monkeypatch):
+    # A child dying while it sends can reset the pipe instead of closing it.
+    def reset(connection):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(isolated, "_recv", reset)
+    with pytest.raises(isolated.ChildProcessFailed, match="stopped unexpectedly"):
+        run(isolated.isolated(f"{JOBS}:counting_job", 1))
+
+
 def test_cancel_while_running_stops_the_child():
     job = isolated.isolated(f"{JOBS}:sleeping_job", 60)
     while not isinstance(next(job), Progress):

@@ -102,7 +102,7 @@ class _Server:
                     continue
                 try:
                     kind, payload = _recv(connection)
-                except EOFError:
+                except (EOFError, ConnectionError):  # closed, or reset by a dying child
                     process.join(5)
                     raise _died(process) from None
                 if kind == "progress":

@@ -91,3 +91,66 @@ def test_a_widget_job_turns_automatic_collection_off_until_it_ends(make_napari_v
     assert seen == {"enabled_during": False, "result": 42}
     assert GUI_THREAD_GC.jobs == 0
     assert gc.isenabled()
+
+
+def _docked_runner(make_napari_viewer, qtbot):
+    from napari_xrf_pigments._napari._jobs import JobRunner
+    from qtpy.QtWidgets import QWidget
+
+    viewer = make_napari_viewer()
+    widget = QWidget()
+    viewer.window.add_dock_widget(widget)
+    return JobRunner(widget, "test job"), widget.window()
+
+
+def _quick_job():
+    from napari_xrf_pigments.progress import Progress
+
+    yield Progress(1, 1, "done")
+    return 3
+
+
+def test_the_window_repaints_once_after_the_result_is_shown(make_napari_viewer, qtbot):
+    runner, window = _docked_runner(make_napari_viewer, qtbot)
+    during = []
+
+    def show(n):
+        for _ in range(n):  # e.g. one layer per step
+            during.append(window.updatesEnabled())
+            yield
+
+    runner.start(_quick_job, on_returned=show)
+    qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+    assert during == [False, False, False]
+    assert window.updatesEnabled()
+
+
+@pytest.mark.parametrize("how", ["cancel", "error"])
+def test_the_window_repaints_again_when_showing_stops(make_napari_viewer, qtbot, how,
+                                                     monkeypatch, caplog):
+    from napari_xrf_pigments._napari import _jobs
+
+    shown_errors = []
+    monkeypatch.setattr(_jobs, "show_error", shown_errors.append)
+    runner, window = _docked_runner(make_napari_viewer, qtbot)
+    steps = []
+
+    def show(n):
+        while True:
+            steps.append(window.updatesEnabled())
+            if how == "error" and len(steps) == 2:
+                raise ValueError("a layer could not be added")
+            yield
+
+    runner.start(_quick_job, on_returned=show)
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=10_000)
+    if how == "cancel":
+        assert runner.cancel()
+    qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
+    assert steps[:2] == [False, False]
+    assert window.updatesEnabled()
+    assert shown_errors == (["test job: ValueError: a layer could not be added"]
+                            if how == "error" else [])
+    # The logged traceback holds the window (through the frames): napari's fixture would call
+    # the viewer leaked.
+    caplog.clear()

@@ -62,8 +62,8 @@ class GuiThreadCollector:
 
     An automatic collection runs in whichever thread happens to pass the allocation threshold.
     In a job's worker thread it may free Qt objects that the GUI thread made and still uses
-    (style options, icons, palettes held in reference cycles by napari's painting code): Qt
-    then crashes at random in the GUI thread's painting. While any job runs, automatic
+    (style options, palettes held in reference cycles by napari's painting code), a known
+    cause of random crashes in Qt applications. While any job runs, automatic
     collection is therefore off, and a timer on the GUI thread collects with Python's own
     thresholds instead (pyqtgraph's ``GarbageCollector`` does the same).
     """
@@ -134,6 +134,26 @@ def _release(worker):
             getattr(worker, name).disconnect()
         except (TypeError, RuntimeError):  # nothing connected, or already deleted
             pass
+
+
+def _without_repaints(steps, window):
+    """The steps of showing a result, with ``window`` not repainted until they are done.
+
+    Each new layer would otherwise repaint the canvas and every row of napari's layer list
+    (each row's icon is an SVG rendered again), which costs more than adding the layer. Events
+    are still handled between steps; the window repaints once, at the end, or when the steps
+    fail or are stopped.
+    """
+    if window is not None:
+        window.setUpdatesEnabled(False)
+    try:
+        yield from steps
+    finally:
+        if window is not None:
+            try:
+                window.setUpdatesEnabled(True)
+            except RuntimeError:  # the window is gone
+                pass
 
 
 class _CloseWatcher(QObject):
@@ -264,11 +284,14 @@ class JobRunner:
 
     # -- handlers (main thread) ---------------------------------------------------------------
 
-    def _watch_window(self):
+    def _window(self):
         try:
-            window = self.widget.window()
-        except RuntimeError:
-            return
+            return self.widget.window()
+        except RuntimeError:  # the widget is gone
+            return None
+
+    def _watch_window(self):
+        window = self._window()
         if window is None or window in self._watchers:
             return
         watcher = _CloseWatcher(self, window)
@@ -303,7 +326,7 @@ class JobRunner:
             self._show_failed(exc)
             return
         if inspect.isgenerator(shown):
-            self._showing = shown
+            self._showing = _without_repaints(shown, self._window())
             self._step_showing()
 
     def _step_showing(self):

@@ -94,8 +94,9 @@ def test_a_widget_job_turns_automatic_collection_off_until_it_ends(make_napari_v
 
 
 def _docked_runner(make_napari_viewer, qtbot):
-    from napari_xrf_pigments._napari._jobs import JobRunner
     from qtpy.QtWidgets import QWidget
+
+    from napari_xrf_pigments._napari._jobs import JobRunner
 
     viewer = make_napari_viewer()
     widget = QWidget()

@@ -124,6 +124,30 @@ def test_predict_with_evidence_on_a_local_cluster_equals_one_process(pool, mocku
         np.testing.assert_array_equal(raw[label.abbreviation][0], here.raw["present"][..., i])
 
 
+@pytest.mark.slow  # a local dask cluster, TensorFlow in each worker
+def test_a_campaign_queues_the_next_cubes_first_block_and_its_run_takes_it_up(pool, mockup_file,
+                                                                             tmp_path):
+    from napari_xrf_pigments.model.files import load_model
+
+    model = load_model(None)
+    cube = open_cube(mockup_file)
+    mine = run(model.predictor().predict_cube(cube, rows_per_block=4)).to_maps()
+    # The same file twice stands for two cubes of a campaign.
+    first = run(cluster.predict_to_file_on(pool, cube, tmp_path / "a.h5", model, rows_per_block=4,
+                                           next_cube=mockup_file))
+    assert len(pool._starts) == 1  # queued behind the first run's blocks
+    second = run(cluster.predict_to_file_on(pool, cube, tmp_path / "b.h5", model, rows_per_block=4))
+    assert not pool._starts  # taken up
+    for out in (first, second):
+        there, _ = read_maps(out)
+        for name, (values, _) in mine.items():
+            np.testing.assert_array_equal(there[name][0], values, err_msg=name)
+    # A next cube that cannot be opened is left to its own run to report.
+    run(cluster.predict_to_file_on(pool, cube, tmp_path / "c.h5", model, rows_per_block=4,
+                                   next_cube=tmp_path / "missing.h5"))
+    assert not pool._starts
+
+
 def _busy_worker(client):
     """A worker running a task now (or any worker after 30 s)."""
     deadline = time.monotonic() + 30

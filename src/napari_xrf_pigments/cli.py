@@ -299,7 +299,10 @@ def _each_cube(args, run_one) -> int:
             skipped += 1
             continue
         print(f"[{i}/{len(pairs)}] {cube} -> {out}", file=sys.stderr)
-        one = argparse.Namespace(**{**vars(args), "cube": cube, "out": out})
+        # The cube that runs after this one (a cluster run prepares its start meanwhile).
+        following = next((c for c, o in pairs[i:] if args.force or not Path(o).exists()), None)
+        one = argparse.Namespace(**{**vars(args), "cube": cube, "out": out,
+                                    "next_cube": following})
         if _reported(one, run_one) == 0:
             written += 1
         else:
@@ -542,7 +545,9 @@ def _predict_one(args) -> int:
     if getattr(args, "pool", None) is not None:
         from .cluster import predict_to_file_on
 
-        path = run_with_tqdm(predict_to_file_on(args.pool, cube, args.out, model, **options),
+        path = run_with_tqdm(predict_to_file_on(args.pool, cube, args.out, model,
+                                                next_cube=getattr(args, "next_cube", None),
+                                                **options),
                              desc="predict (blocks)")
     else:
         path = run_with_tqdm(predict_to_file(cube, args.out, model, **options), desc="predict (rows)")

@@ -341,6 +341,7 @@ class ClusterPool:
         self._scattered: dict = {}
         self._futures: list = []
         self._holder: dict = {}  # chunk -> address of the worker that keeps its spectra
+        self._starts: dict = {}  # (cube, model, options, first rows' end) -> predict start future
 
     @property
     def slots(self) -> int:
@@ -698,6 +699,7 @@ def predict_to_file_on(
     evidence: bool = True,
     warnings=(),
     rows_per_block: int | None = None,
+    next_cube=None,
 ):
     """:func:`~napari_xrf_pigments.model.predict.predict_to_file` with the blocks on a cluster.
 
@@ -717,6 +719,9 @@ def predict_to_file_on(
     rows_per_block : int, optional
         Rows per task (default: those of the run in one process, which the evidence step needs
         to give the same maps; change it only without evidence).
+    next_cube : str or Path, optional
+        The cube a campaign predicts next: its first block's evidence step is queued behind
+        this cube's blocks, so that a worker left idle by this cube's last blocks runs it.
     Others
         As :func:`~napari_xrf_pigments.model.predict.predict_to_file`.
     """
@@ -752,7 +757,10 @@ def predict_to_file_on(
                 pool.submit(warm_predictor_task, model_path, options, worker=address)
             settings = None
             if raw is not None:
-                first = pool.result(pool.submit(predict_start_task, ref, model_path, options, blocks[0]))
+                start = pool._starts.pop((ref.path, model_path, options, blocks[0].stop), None)
+                if start is None:
+                    start = pool.submit(predict_start_task, ref, model_path, options, blocks[0])
+                first = pool.result(start)
                 if "failed" in first:
                     checker.fail(first["failed"])
                 else:
@@ -760,6 +768,8 @@ def predict_to_file_on(
                     checker.adopt(settings)
             futures = {pool.submit(predict_block_task, ref, model_path, options, sl, settings): sl
                        for sl in blocks}
+            if raw is not None and next_cube is not None:
+                _queue_start(pool, next_cube, predictor, model_path, options, rows_per_block)
             any_counts, failed, done = False, {}, 0
             pending = set(futures)
             while pending:
@@ -791,6 +801,25 @@ def predict_to_file_on(
         pool.cancel()
         raise
     return Path(out)
+
+
+def _queue_start(pool: ClusterPool, cube, predictor, model_path: str, options: tuple,
+                 rows_per_block: int | None) -> None:
+    """Submit the evidence start task of ``cube``'s first block, for its own run to take up.
+
+    Tasks run in the order they were submitted, so this one waits behind the blocks already
+    queued. A cube that cannot be opened here is left to its own run to report.
+    """
+    try:
+        cube = open_cube(cube)
+        ref = CubeRef.of(cube)
+    except Exception:  # noqa: BLE001 - its own run reports it, with the campaign's wording
+        return
+    step = int(rows_per_block or predictor.rows_per_block(cube))
+    first = slice(0, min(step, cube.shape[0]))
+    key = (ref.path, model_path, options, first.stop)
+    if key not in pool._starts:
+        pool._starts[key] = pool.submit(predict_start_task, ref, model_path, options, first)
 
 
 # -- fit ----------------------------------------------------------------------------------------

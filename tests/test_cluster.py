@@ -146,6 +146,16 @@ def test_a_campaign_queues_the_next_cubes_first_block_and_its_run_takes_it_up(po
     run(cluster.predict_to_file_on(pool, cube, tmp_path / "c.h5", model, rows_per_block=4,
                                    next_cube=tmp_path / "missing.h5"))
     assert not pool._starts
+    # A cube that fails cancels the pool's tasks, a queued start among them: the next cube's
+    # run must not take up a cancelled task.
+    run(cluster.predict_to_file_on(pool, cube, tmp_path / "d.h5", model, rows_per_block=4,
+                                   next_cube=mockup_file))
+    pool.cancel()
+    assert not pool._starts
+    there, _ = read_maps(run(cluster.predict_to_file_on(pool, cube, tmp_path / "e.h5", model,
+                                                         rows_per_block=4)))
+    for name, (values, _) in mine.items():
+        np.testing.assert_array_equal(there[name][0], values, err_msg=name)
 
 
 def _busy_worker(client):

@@ -454,6 +454,7 @@ class ClusterPool:
         for future in self._futures:
             future.cancel()
         self._futures = []
+        self._starts.clear()  # a queued start of the next cube went too: its run starts anew
 
 
 def _owners(weights, groups, threads) -> np.ndarray:

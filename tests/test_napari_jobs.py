@@ -38,11 +38,14 @@ def test_a_job_thread_never_collects_the_gui_thread_collects_for_it(qtbot, colle
     from napari_xrf_pigments._napari._jobs import GuiThreadCollector
 
     assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
     collector = GuiThreadCollector()
     collector.acquire()
     collector.acquire()  # a second job
     try:
         assert not gc.isenabled()
+        # What existed before the jobs is not walked by the collections meanwhile.
+        assert gc.get_freeze_count() > 0
         worker = threading.Thread(target=make_cycles, args=(1.0,))
         worker.start()
         qtbot.waitUntil(lambda: not worker.is_alive(), timeout=10_000)
@@ -51,13 +54,32 @@ def test_a_job_thread_never_collects_the_gui_thread_collects_for_it(qtbot, colle
         assert collections_by_thread
         assert set(collections_by_thread) == {threading.get_ident()}
         collector.release()
+        qtbot.wait(2 * GuiThreadCollector.INTERVAL_MS)
         assert not gc.isenabled()  # the other job still runs
     finally:
         collector.release()
-    assert gc.isenabled()
+    # Given back one interval later (not in the turn that repaints the job's layers).
+    assert not gc.isenabled()
+    qtbot.waitUntil(gc.isenabled, timeout=2_000)
+    assert gc.get_freeze_count() == 0
     assert not collector.timer.isActive()
     collector.release()  # one release too many changes nothing
     assert gc.isenabled()
+
+
+def test_a_job_that_starts_before_the_give_back_keeps_collection_on_the_gui_thread(qtbot):
+    from napari_xrf_pigments._napari._jobs import GuiThreadCollector
+
+    collector = GuiThreadCollector()
+    collector.acquire()
+    collector.release()
+    collector.acquire()  # before the first job's give-back has run
+    qtbot.wait(2 * GuiThreadCollector.INTERVAL_MS)
+    assert not gc.isenabled()
+    assert collector.timer.isActive()
+    collector.release()
+    qtbot.waitUntil(gc.isenabled, timeout=2_000)
+    assert gc.get_freeze_count() == 0
 
 
 def test_without_it_a_thread_collects_itself(collections_by_thread):
@@ -90,7 +112,7 @@ def test_a_widget_job_turns_automatic_collection_off_until_it_ends(make_napari_v
     qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
     assert seen == {"enabled_during": False, "result": 42}
     assert GUI_THREAD_GC.jobs == 0
-    assert gc.isenabled()
+    qtbot.waitUntil(gc.isenabled, timeout=2_000)
 
 
 def _docked_runner(make_napari_viewer, qtbot):
@@ -117,13 +139,15 @@ def test_the_window_repaints_once_after_the_result_is_shown(make_napari_viewer, 
 
     def show(n):
         for _ in range(n):  # e.g. one layer per step
-            during.append(window.updatesEnabled())
+            during.append((window.updatesEnabled(), gc.isenabled()))
             yield
 
     runner.start(_quick_job, on_returned=show)
     qtbot.waitUntil(lambda: not runner.running, timeout=10_000)
-    assert during == [False, False, False]
+    # Collection stays on the GUI thread's timer until the result has been shown.
+    assert during == [(False, False)] * 3
     assert window.updatesEnabled()
+    qtbot.waitUntil(gc.isenabled, timeout=2_000)
 
 
 @pytest.mark.parametrize("how", ["cancel", "error"])

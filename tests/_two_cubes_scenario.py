@@ -1,8 +1,8 @@
 """The steps of a trial that crashed napari in Mesa's glDrawArrays (#15), as a script.
 
 Two cubes of very different pixel sizes (1 mm and 8.7 um), two element maps and the model's
-pigment maps over the second, a shapes layer of truth labels, then the finetune widget docked;
-then every layer shown and a zoom. Run in its own process by tests/test_napari_two_cubes.py
+pigment maps over the second, the pigment widget's prediction on the first, a shapes layer of
+truth labels, then the finetune widget docked; then every layer shown and a zoom. Run in its own process by tests/test_napari_two_cubes.py
 (a native crash must fail the test, not end pytest). Prints "survived" and whether a model
 backend got into napari's process.
 """
@@ -19,7 +19,8 @@ def main(screenshot=None):
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_xrf_pigments._napari._maps import geometry, put_element_map, put_pigment_map
+    from napari_xrf_pigments._napari._maps import (PIGMENT_ROLE, geometry, map_layers, put_element_map,
+                                                   put_pigment_map)
     from napari_xrf_pigments._napari._reader import cube_layer_data
     from napari_xrf_pigments.cube import XRFCube
     from napari_xrf_pigments.model.files import PigmentLabel, default_model_path, read_metadata
@@ -50,6 +51,20 @@ def main(screenshot=None):
                         rng.random((200, 300)).astype(np.float32), index=i,
                         source="tiny_pixels", model_name="default-v4", **geo)
         settle(0.02)
+    # A real prediction through the pigment widget: the trial's crash came with it, when the
+    # network ran in napari's process (see test_napari_two_cubes.py).
+    from napari_xrf_pigments._napari._pigment_widget import PigmentMapsWidget
+
+    maps = PigmentMapsWidget(viewer)
+    viewer.window.add_dock_widget(maps, name="Pigment maps")
+    maps.cube_combo.value = "big_pixels"
+    maps.run()
+    end = time.monotonic() + 240
+    while maps.runner.running and time.monotonic() < end:
+        settle(0.1)
+    predicted = [la for la in map_layers(viewer, PIGMENT_ROLE) if la.metadata.get("xrf_source") == "big_pixels"]
+    if {la.metadata.get("xrf_pigment") for la in predicted} != {p["abbreviation"] for p in pigments}:
+        raise SystemExit(f"the prediction did not add its maps: {maps.status.value}")
     square = np.array([[0, 0], [100, 0], [100, 150], [0, 150]], dtype=float)
     viewer.add_shapes([square], shape_type="polygon", name="truth", text={"string": "VM"},
                       scale=geo["scale"], units=geo["units"])

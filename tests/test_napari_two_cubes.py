@@ -1,5 +1,14 @@
-"""#15's crash trial (two cubes of very different pixel sizes, maps, truth shapes, the finetune
-widget docked) runs to its end, in a process of its own so that a native crash fails the test."""
+"""#15's crash trial (two cubes of very different pixel sizes, maps, a prediction, truth shapes,
+the finetune widget docked) runs to its end, in a process of its own so that a native crash fails
+the test.
+
+The cause of the trial's crash: TensorFlow in napari's process. Both bundle LLVM, and the
+symbols of whichever loads first are used by the other: with the network loaded into the
+scenario's process it crashes every time, in Mesa's llvmpipe (``swrast_dri.so`` calling
+``llvm::FixedVectorType::get``, found in ``libtensorflow_framework.so.2``) when TensorFlow came
+first, or in TensorFlow's LLVM initialisers when napari's OpenGL came first. The widgets run
+the network in a child process (``model/isolated.py``); this test keeps it there.
+"""
 
 from __future__ import annotations
 

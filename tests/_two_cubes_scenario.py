@@ -2,9 +2,9 @@
 
 Two cubes of very different pixel sizes (1 mm and 8.7 um), two element maps and the model's
 pigment maps over the second, the pigment widget's prediction on the first, a shapes layer of
-truth labels, then the finetune widget docked; then every layer shown and a zoom. Run in its own process by tests/test_napari_two_cubes.py
-(a native crash must fail the test, not end pytest). Prints "survived" and whether a model
-backend got into napari's process.
+truth labels, then the finetune widget docked; then every layer shown and a zoom. Run in its
+own process by tests/test_napari_two_cubes.py (a native crash must fail the test, not end
+pytest). Prints "survived" and whether a model backend got into napari's process.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ def main(screenshot=None):
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_xrf_pigments._napari._maps import (PIGMENT_ROLE, geometry, map_layers, put_element_map,
-                                                   put_pigment_map)
+    from napari_xrf_pigments._napari._maps import PIGMENT_ROLE, geometry, map_layers, put_element_map, put_pigment_map
     from napari_xrf_pigments._napari._reader import cube_layer_data
     from napari_xrf_pigments.cube import XRFCube
     from napari_xrf_pigments.model.files import PigmentLabel, default_model_path, read_metadata

@@ -89,6 +89,24 @@ def test_a_connection_reset_by_the_child_is_the_same_clear_error(monkeypatch):
         run(isolated.isolated(f"{JOBS}:counting_job", 1))
 
 
+def test_a_child_that_cannot_start_is_its_own_error_and_the_next_job_starts_one(monkeypatch):
+    # As in a worker of an unguarded script: multiprocessing refuses to start a process there.
+    refusal = RuntimeError("An attempt has been made to start a new process before the current "
+                           "process has finished its bootstrapping phase.")
+    real_start = isolated._SPAWN.Process.start
+
+    def refuse(process):
+        raise refusal
+
+    monkeypatch.setattr(isolated._SPAWN.Process, "start", refuse)
+    for _ in range(2):  # the second job gets the same error, not "can only join ..."
+        with pytest.raises(RuntimeError) as raised:
+            run(isolated.isolated(f"{JOBS}:counting_job", 1))
+        assert raised.value is refusal
+    monkeypatch.setattr(isolated._SPAWN.Process, "start", real_start)
+    assert run(isolated.isolated(f"{JOBS}:counting_job", 1))["n"] == 1
+
+
 def test_cancel_while_running_stops_the_child():
     job = isolated.isolated(f"{JOBS}:sleeping_job", 60)
     while not isinstance(next(job), Progress):

@@ -62,12 +62,19 @@ class _Server:
 
     def _start(self):
         parent, child = _SPAWN.Pipe(duplex=True)
-        self.process = _SPAWN.Process(
+        process = _SPAWN.Process(
             target=_serve, args=(child, IDLE_EXIT_S), name="xrf-pigments-server", daemon=True
         )
-        self.process.start()
-        child.close()  # the child holds the only other end: EOF once it is gone
-        self.connection = parent
+        try:
+            process.start()
+        except BaseException:
+            # Nothing kept: a process that never started cannot be joined ("can only join a
+            # started process" would hide this error at the next job).
+            parent.close()
+            raise
+        finally:
+            child.close()  # the child holds the only other end: EOF once it is gone
+        self.process, self.connection = process, parent
 
     def stop(self):
         """Stop the child process (a running job is killed)."""

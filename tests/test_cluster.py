@@ -382,3 +382,49 @@ def test_calls_of_one_group_go_to_one_worker_and_the_load_is_shared():
     # Fewer groups than workers: runs of the calls in order, by weight per thread.
     assert cluster._owners(weights, groups, [1] * 5).tolist() == [0, 1, 2, 2, 3, 4, 4]
     assert cluster._owners(np.ones(6), None, [1, 3]).tolist() == [0, 1, 1, 1, 1, 1]
+
+
+@pytest.mark.slow  # a local dask cluster
+def test_a_fits_small_calls_go_as_one_task_per_worker(pool, fit_cube_file, tmp_path, monkeypatch):
+    """The refit's and the statistics' calls (a few ms each) go in batches, one per worker that
+    keeps their chunks; the maps stay those of one process (above)."""
+    from napari_xrf_pigments.fitting import _worker
+
+    submitted = []
+    real_submit = cluster.ClusterPool.submit
+
+    def submit(self, fn, *args, **kwargs):
+        submitted.append((fn, args[0], len(args[1])) if fn is cluster._call_each else (fn, None, 1))
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(cluster.ClusterPool, "submit", submit)
+    run(cluster.fit_to_file_on(pool, open_cube(fit_cube_file), tmp_path / "maps.h5",
+                               elements="Ca,Fe,Pb,Hg", rows_per_chunk=3))
+    assert {fn for fn, _, _ in submitted if fn is not cluster._call_each} == {_worker.fit_spectra}
+    batches = [(of, n) for fn, of, n in submitted if fn is cluster._call_each]
+    # This cube's Ca band makes negative areas elsewhere: the refit runs.
+    assert {of for of, _ in batches} == {cluster._refit_keeping, cluster._statistics_keeping}
+    assert len(batches) < sum(n for _, n in batches)  # several calls per task
+
+
+def test_a_batchs_results_errors_and_cancel_reach_each_of_its_calls():
+    from concurrent.futures import CancelledError, Future
+
+    def batch_of():
+        batch, calls = Future(), [Future() for _ in range(3)]
+        batch.add_done_callback(lambda done: cluster._hand_out(calls, done))
+        return batch, calls
+
+    batch, calls = batch_of()
+    batch.set_result(["a", "b", "c"])
+    assert [c.result() for c in calls] == ["a", "b", "c"]
+    batch, calls = batch_of()
+    batch.set_exception(ValueError("a block could not be read"))
+    for call in calls:
+        with pytest.raises(ValueError, match="could not be read"):
+            call.result()
+    batch, calls = batch_of()
+    assert batch.cancel()
+    for call in calls:
+        with pytest.raises(CancelledError):
+            call.result()

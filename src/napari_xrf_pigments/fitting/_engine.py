@@ -624,7 +624,7 @@ def _refit_pixels(state: _State, pool, token, blob, policy, bad, bad_mask):
     def solve_kept(net, local, index):
         store(index, _worker.solve(net[local], derivatives, model.lstsq_kwargs, key=key))
 
-    local_jobs, pending = [], {}
+    local_jobs, pending, batched = [], {}, []
     for i in range(len(state.chunks)):
         px = state.pixels(i)
         local = bad_mask[px]
@@ -640,6 +640,8 @@ def _refit_pixels(state: _State, pool, token, blob, policy, bad, bad_mask):
         spectra, is_raw = (cached[0][local], False) if cached is not None else (state.spectra(i, local), True)
         if pool is None:
             store(index, _worker.refit_spectra(token, blob, spectra, is_raw, keep_columns))
+        elif state.remote is not None:  # a cluster: one task per worker, not per chunk
+            batched.append((index, (token, blob, spectra, is_raw, keep_columns)))
         else:
             pending[pool.submit(_worker.refit_spectra, token, blob, spectra, is_raw, keep_columns)] = index
             if len(pending) >= 2 * pool.slots:
@@ -647,6 +649,9 @@ def _refit_pixels(state: _State, pool, token, blob, policy, bad, bad_mask):
                 for future in finished:
                     store(pending.pop(future), pool.result(future))
                 yield "refitting"
+    if batched:
+        futures = pool.submit_many(_worker.refit_spectra, [args for _, args in batched])
+        pending.update(zip(futures, [index for index, _ in batched]))
     # numpy releases the GIL: the parent's share runs on all cores.
     for _ in state.threads.map(lambda job: solve_kept(*job), local_jobs):
         pass
@@ -668,7 +673,7 @@ def _update_statistics(state: _State, pool, token, blob):
             net, raw_obs, model.derivatives, state.params[:, px], state.n_free[px]
         )
 
-    pending = {}
+    pending, batched = {}, []
     for i in range(len(state.chunks)):
         if i in state.cache:
             continue
@@ -681,9 +686,14 @@ def _update_statistics(state: _State, pool, token, blob):
         spectra = state.spectra(i, local)
         if pool is None:
             state.stats[:, index] = _worker.spectra_statistics(token, blob, spectra, params, n_free)
+        elif state.remote is not None:  # a cluster: one task per worker, not per chunk
+            batched.append((index, (token, blob, spectra, params, n_free)))
         else:
             pending[pool.submit(_worker.spectra_statistics, token, blob, spectra, params, n_free)] = index
             yield
+    if batched:
+        futures = pool.submit_many(_worker.spectra_statistics, [args for _, args in batched])
+        pending.update(zip(futures, [index for index, _ in batched]))
     for _ in state.threads.map(kept_statistics, sorted(state.cache)):
         pass
     if pending:

@@ -428,3 +428,24 @@ def test_a_batchs_results_errors_and_cancel_reach_each_of_its_calls():
     for call in calls:
         with pytest.raises(CancelledError):
             call.result()
+
+
+@pytest.mark.slow  # TensorFlow starts in each worker process
+def test_workers_preload_the_model_while_the_client_loads_it(pool, tmp_path):
+    from napari_xrf_pigments.model import files
+
+    path = str(files.default_model_path().resolve())
+    pool.preload_model(None)
+    assert path in pool._preloaded
+    pool.preload_model(tmp_path / "not-a-model")  # left to the client's own loading to report
+    assert len(pool._preloaded) == 1
+
+    def loaded(path=path):
+        from napari_xrf_pigments.model import files
+
+        return any(key[0] == path for key in files._CACHE)
+
+    deadline = time.monotonic() + 120
+    while not all(pool.client.run(loaded).values()):
+        assert time.monotonic() < deadline, "the workers did not load the model"
+        time.sleep(0.5)

@@ -535,6 +535,8 @@ def _predict_one(args) -> int:
     check_output_path(args.out, force=args.force)
     cube = open_cube(args.cube)
     _require_calibrated(cube, args.cube)
+    if getattr(args, "pool", None) is not None:
+        args.pool.preload_model(args.model)  # the workers load it alongside this process
     with _tensorflow_startup_quiet():
         model = load_model(args.model)  # no --model: the shipped model, or a one-line error
     before = [str(w) for w in preflight_warnings(cube, model)]

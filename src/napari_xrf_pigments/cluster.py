@@ -53,11 +53,11 @@ import numpy as np
 from ._quiet import native_stderr_silenced
 from .atomic import check_output_path
 from .cube import XRFCube
-from .errors import ClusterError, InvalidDataError
+from .errors import ClusterError, InvalidDataError, XRFPigmentsError
 from .fitting import _worker, fit_to_file_job
 from .io import open_cube
 from .io.maps import open_maps_writer
-from .model.files import PigmentModel, load_model
+from .model.files import PigmentModel, load_model, model_directory
 from .model.predict import file_store, finish_maps_file
 from .progress import Progress
 
@@ -361,6 +361,7 @@ class ClusterPool:
         self._futures: list = []
         self._holder: dict = {}  # chunk -> address of the worker that keeps its spectra
         self._starts: dict = {}  # (cube, model, options, first rows' end) -> predict start future
+        self._preloaded: set = set()  # model directories the workers were asked to load
 
     @property
     def slots(self) -> int:
@@ -413,6 +414,22 @@ class ClusterPool:
         if len(self._futures) > 4096:
             self._futures = [f for f in self._futures if not f.done()]
         return future
+
+    def preload_model(self, model=None) -> None:
+        """Start loading a model (a directory; default: the shipped model) on every worker now.
+
+        Each worker imports TensorFlow and loads the network (seconds) while this process
+        loads the model too, instead of after it. A model that cannot be loaded is left to
+        this process's own loading to report.
+        """
+        try:
+            path = str(model_directory(model).resolve())
+        except XRFPigmentsError:
+            return
+        if path not in self._preloaded:
+            self._preloaded.add(path)
+            for address in self.client.nthreads():
+                self.submit(preload_model_task, path, worker=address)
 
     def submit_many(self, fn, calls):
         """Futures of ``fn(*args)`` for every ``args`` of ``calls`` (a fit's refit or statistics
@@ -681,6 +698,13 @@ def _checker(ref: CubeRef, predictor, settings):
             _CHECKERS.clear()
             _CHECKERS[key] = checker
     return checker
+
+
+def preload_model_task(model_path: str) -> None:
+    """Task: import TensorFlow and load a model on this worker (into
+    :func:`~napari_xrf_pigments.model.files.load_model`'s cache, which :func:`_predictor` uses)."""
+    with _native_startup_quiet():
+        load_model(model_path)
 
 
 def warm_predictor_task(model_path: str, options: tuple) -> None:

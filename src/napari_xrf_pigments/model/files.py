@@ -309,6 +309,18 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL_DIR
 
 
+def model_directory(path=None) -> Path:
+    """The directory of a model: ``path`` (or its ``model.keras`` / ``metadata.json``), or the
+    shipped model's when None.
+
+    Raises
+    ------
+    ModelFileError
+        The path is not a model directory, or there is no shipped model.
+    """
+    return default_model_path() if path is None else _resolve(path)
+
+
 def _resolve(path) -> Path:
     path = Path(path)
     if path.is_file() and path.name in (WEIGHTS_FILE, METADATA_FILE):
@@ -418,7 +430,7 @@ def load_model(path=None, *, pigments=None, cache: bool = True) -> PigmentModel:
     PigmentMismatchError
         If ``pigments`` is given and differs from the model's.
     """
-    path = default_model_path() if path is None else _resolve(path)
+    path = model_directory(path)
     meta = read_metadata(path)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():

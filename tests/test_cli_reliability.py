@@ -286,9 +286,14 @@ def test_sigterm_during_the_final_write_leaves_no_part_file(tmp_path):
 # Run in the child: many gzip chunks written through atomic_hdf5, so that Ctrl-C most often comes
 # while HDF5 compresses, and Python's handler would run inside the write HDF5 calls back.
 _HDF5_WRITER = """
+import signal
 import sys
 import numpy as np
 from napari_xrf_pigments.atomic import atomic_hdf5
+
+# Ctrl-C as in a terminal, even where the test runner ignores SIGINT (a background job does,
+# and its children inherit that).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 data = np.random.default_rng(0).random((256, 512)).astype("f4")
 try:

@@ -332,11 +332,12 @@ def _hand_out(futures, batch):
             future.cancel()
         return
     error = batch.exception()
-    for future, value in zip(futures, [None] * len(futures) if error else batch.result()):
-        if error:
+    if error is not None:
+        for future in futures:
             future.set_exception(error)
-        else:
-            future.set_result(value)
+        return
+    for future, value in zip(futures, batch.result()):
+        future.set_result(value)
 
 
 # -- a pool of cluster workers, as the fit engine uses one -------------------------------------
@@ -445,8 +446,9 @@ class ClusterPool:
             batches.setdefault(self._holder.get(_chunk_key(args)), []).append(n)
         futures = [Future() for _ in calls]
         for holder, members in batches.items():
-            batch = self.submit(_call_each, keeping, [tuple(self._argument(a) for a in calls[n]) for n in members],
-                                worker=holder)
+            # The model's bytes go to the workers once (_argument), not inside every batch.
+            batch_calls = [tuple(self._argument(a) for a in calls[n]) for n in members]
+            batch = self.submit(_call_each, keeping, batch_calls, worker=holder)
             batch.add_done_callback(functools.partial(_hand_out, [futures[n] for n in members]))
         return futures
 

@@ -19,8 +19,8 @@ cube (4096 channels), in a shown napari window:
 For each: wall time, the longest stall, the 99th percentile of the gaps, the longest stall
 before the result handler starts adding layers, and the longest one from then on (while the
 results land, and the window repaints with them). Options: ``--model DIR``, ``--size N``
-(default 100), ``--in-memory`` (the cube is not written to a file first, so the pigment widget sends its
-counts to the TensorFlow process instead of the file name).
+(default 100), ``--in-memory`` (the cube is not written to a file first, so the pigment widget
+sends its counts to the TensorFlow process instead of the file name).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -207,6 +208,34 @@ def test_a_probe_verdict_is_the_error(tmp_path, monkeypatch):
     assert sniff(path) is None
     with pytest.raises(UnreadableFileError, match=r"crashes the HDF5 library: SIGSEGV"):
         open_cube(path)
+
+
+def test_a_probe_another_process_finished_is_trusted_for_that_file_version_only(tmp_path, monkeypatch):
+    """A cluster's client hands its finished probe to the workers (CubeRef.probed): they open the
+    same version of the file without a child of their own, and probe a changed file again."""
+    from napari_xrf_pigments.io import _isolated
+
+    path = write_cube(tmp_path / "cube.h5", _cube())
+    children = []
+    spawn = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: children.append(a) or spawn(*a, **k))
+    assert _isolated.probed_version(path) is None  # not probed in this process yet
+    open_cube(path)
+    assert len(children) == 1
+    version = _isolated.probed_version(path)
+    assert version is not None
+    monkeypatch.setattr(_isolated, "_probe_cache", {})  # as in another process
+    _isolated.trust_probe(version)
+    open_cube(path)
+    assert len(children) == 1  # trusted: no child
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed since
+    assert _isolated.probed_version(path) is None
+    open_cube(path)
+    assert len(children) == 2
+    # A version whose probe found damage is not handed on.
+    _isolated._probe_cache[_isolated._version(path)] = "the HDF5 file is damaged (...)"
+    assert _isolated.probed_version(path) is None
 
 
 def _sfs_with(path, source, offset, value: bytes):

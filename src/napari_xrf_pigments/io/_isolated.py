@@ -166,11 +166,9 @@ def probe_hdf5(path, timeout: float | None = None) -> str | None:
     timeout = PROBE_TIMEOUT_S if timeout is None else timeout
     if not _can_spawn():
         return None
-    try:
-        st = path.stat()
-    except OSError:
+    key = _version(path)
+    if key is None:
         return None
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     if key in _probe_cache:
         return _probe_cache[key]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -192,6 +190,29 @@ def probe_hdf5(path, timeout: float | None = None) -> str | None:
         _probe_cache.clear()
     _probe_cache[key] = result
     return result
+
+
+def _version(path: Path) -> tuple | None:
+    """What names one version of a file: resolved path, size, mtime and inode (None: no file)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def probed_version(path) -> tuple | None:
+    """The version of ``path`` whose probe finished in this process (None: not probed, or
+    damaged), for another process to take up with :func:`trust_probe`."""
+    key = _version(Path(path))
+    return key if key is not None and key in _probe_cache and _probe_cache[key] is None else None
+
+
+def trust_probe(version: tuple) -> None:
+    """Take another process's finished probe of a file version (:func:`probed_version`) as
+    this process's own: a cluster's workers need not start a child each for a cube the client
+    has probed. A file changed since is another version, and is probed again."""
+    _probe_cache[tuple(version)] = None
 
 
 def _child_h5probe(path: str) -> int:

@@ -125,8 +125,8 @@ def test_predict_with_evidence_on_a_local_cluster_equals_one_process(pool, mocku
 
 
 @pytest.mark.slow  # a local dask cluster, TensorFlow in each worker
-def test_a_campaign_queues_the_next_cubes_first_block_and_its_run_takes_it_up(pool, mockup_file,
-                                                                             tmp_path):
+def test_a_campaign_queues_the_next_cubes_tasks_and_its_run_takes_them_up(pool, mockup_file,
+                                                                         tmp_path, monkeypatch):
     from napari_xrf_pigments.model.files import load_model
 
     model = load_model(None)
@@ -135,9 +135,14 @@ def test_a_campaign_queues_the_next_cubes_first_block_and_its_run_takes_it_up(po
     # The same file twice stands for two cubes of a campaign.
     first = run(cluster.predict_to_file_on(pool, cube, tmp_path / "a.h5", model, rows_per_block=4,
                                            next_cube=mockup_file))
-    assert len(pool._starts) == 1  # queued behind the first run's blocks
+    (queued,) = pool._queued.values()  # its start and blocks, behind the first run's blocks
+    assert queued.start is not None and sorted(s.start for s in queued.blocks.values()) == [0, 4, 8, 12]
+    submitted = []
+    task = pool.task
+    monkeypatch.setattr(pool, "task", lambda *a, **k: submitted.append(a) or task(*a, **k))
     second = run(cluster.predict_to_file_on(pool, cube, tmp_path / "b.h5", model, rows_per_block=4))
-    assert not pool._starts  # taken up
+    assert not pool._queued and not submitted  # taken up: no task of its own
+    monkeypatch.undo()
     for out in (first, second):
         there, _ = read_maps(out)
         for name, (values, _) in mine.items():
@@ -145,17 +150,47 @@ def test_a_campaign_queues_the_next_cubes_first_block_and_its_run_takes_it_up(po
     # A next cube that cannot be opened is left to its own run to report.
     run(cluster.predict_to_file_on(pool, cube, tmp_path / "c.h5", model, rows_per_block=4,
                                    next_cube=tmp_path / "missing.h5"))
-    assert not pool._starts
-    # A cube that fails cancels the pool's tasks, a queued start among them: the next cube's
-    # run must not take up a cancelled task.
+    assert not pool._queued
+    # A cube that fails cancels the pool's tasks, the queued ones among them: the next cube's
+    # run must not take up cancelled tasks.
     run(cluster.predict_to_file_on(pool, cube, tmp_path / "d.h5", model, rows_per_block=4,
                                    next_cube=mockup_file))
     pool.cancel()
-    assert not pool._starts
+    assert not pool._queued
     there, _ = read_maps(run(cluster.predict_to_file_on(pool, cube, tmp_path / "e.h5", model,
                                                          rows_per_block=4)))
     for name, (values, _) in mine.items():
         np.testing.assert_array_equal(there[name][0], values, err_msg=name)
+
+
+@pytest.mark.slow  # a local dask cluster
+def test_local_workers_neither_spin_nor_probe_what_the_client_probed(pool, tiny_cube_file):
+    """A LocalCluster's OpenBLAS threads sleep as soon as they wait (spinning, they took the cores
+    from the other workers: +20 % on a 2-core prediction), and a worker opens a cube the client
+    has probed without a probe child of its own."""
+    from napari_xrf_pigments.io._isolated import probed_version
+
+    assert set(pool.client.run(os.environ.get, "OPENBLAS_THREAD_TIMEOUT").values()) == {"4"}
+    ref = cluster.CubeRef.of(open_cube(tiny_cube_file))
+    assert ref.probed == probed_version(tiny_cube_file) and ref.probed is not None
+
+    def open_without_children(ref):
+        import subprocess
+
+        from napari_xrf_pigments.io import _isolated
+
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"a child process was started: {args}")
+
+        spawn, probes = subprocess.run, dict(_isolated._probe_cache)
+        subprocess.run, _isolated._probe_cache = refuse, {}
+        try:
+            cluster._CUBES.clear()
+            return ref.open().shape
+        finally:
+            subprocess.run, _isolated._probe_cache = spawn, probes
+
+    assert pool.client.submit(open_without_children, ref, pure=False).result() == ref.shape
 
 
 def _busy_worker(client):

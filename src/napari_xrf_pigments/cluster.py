@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ from .cube import XRFCube
 from .errors import ClusterError, InvalidDataError, XRFPigmentsError
 from .fitting import _worker, fit_to_file_job
 from .io import open_cube
+from .io._isolated import probed_version, trust_probe
 from .io.maps import open_maps_writer
 from .model.files import PigmentModel, load_model, model_directory
 from .model.predict import file_store, finish_maps_file
@@ -128,6 +130,11 @@ def connect(scheduler: str, *, timeout_s: float | None = None):
             environ = {k: v for k, v in dask_config("distributed.nanny.pre-spawn-environ").items()
                        if k not in _BLAS_THREADS}
             environ.update({k: os.environ[k] for k in _BLAS_THREADS if k in os.environ})
+            # N workers with as many BLAS threads as cores share the cores: an OpenBLAS thread
+            # that waits for its next call spins (0.1 s by default) on a core another worker
+            # needs. Here it sleeps at once; the arithmetic is the same. On 2 cores this took
+            # a 10-cube prediction from 82-87 s to 70 s (docs/cluster.md).
+            environ["OPENBLAS_THREAD_TIMEOUT"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "4")
             import dask
 
             with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
@@ -226,11 +233,16 @@ class CubeRef:
         The client's energy axis (a calibration set in the client wins over the file's).
     shape : (int, int, int)
         Rows, columns, channels: a worker that finds another shape refuses the file.
+    probed : tuple or None
+        The file version whose HDF5 structure the client probed in a child process and found
+        readable (:func:`~napari_xrf_pigments.io._isolated.probed_version`): workers that see
+        the same version skip that child (half a second each).
     """
 
     path: str
     energy: object
     shape: tuple[int, int, int]
+    probed: tuple | None = None
 
     @classmethod
     def of(cls, cube) -> CubeRef:
@@ -246,7 +258,8 @@ class CubeRef:
             raise InvalidDataError(
                 "this cube is not a file the cluster's workers can open (they read their blocks "
                 "from the cube's file): write it with write_cube() and open that file")
-        return cls(str(Path(source).resolve()), cube.energy, tuple(int(n) for n in cube.shape))
+        return cls(str(Path(source).resolve()), cube.energy, tuple(int(n) for n in cube.shape),
+                   probed_version(source))
 
     def open(self):
         """The cube, opened once per worker process (lazily: nothing is read)."""
@@ -255,6 +268,8 @@ class CubeRef:
         with _LOCK:
             cube = _CUBES.get(key)
         if cube is None:
+            if self.probed is not None:
+                trust_probe(self.probed)
             cube = open_cube(self.path)
             if tuple(cube.shape) != tuple(self.shape):
                 raise InvalidDataError(
@@ -361,8 +376,10 @@ class ClusterPool:
         self._scattered: dict = {}
         self._futures: list = []
         self._holder: dict = {}  # chunk -> address of the worker that keeps its spectra
-        self._starts: dict = {}  # (cube, model, options, first rows' end) -> predict start future
+        self._queued: dict = {}  # a campaign's next cube: its key -> its _CubeTasks
         self._preloaded: set = set()  # model directories the workers were asked to load
+        self._warmed: set = set()  # (model directory, options) the workers were asked to compile
+        self._cubes = itertools.count()  # cubes submitted: earlier cubes' tasks go first
 
     @property
     def slots(self) -> int:
@@ -414,6 +431,17 @@ class ClusterPool:
         self._futures.append(future)
         if len(self._futures) > 4096:
             self._futures = [f for f in self._futures if not f.done()]
+        return future
+
+    def task(self, fn, *args, priority: int = 0):
+        """Run ``fn(*args)`` on a worker; the task's dask ``Future``.
+
+        Unlike :meth:`submit`'s, this future can be an argument of further tasks: dask runs
+        them once it is done, with its result in its place, without a round trip through
+        this process. Of the tasks ready to run, those of higher ``priority`` go first.
+        """
+        future = self.client.submit(_call, fn, *args, pure=False, priority=priority)
+        self._futures.append(future)
         return future
 
     def preload_model(self, model=None) -> None:
@@ -511,7 +539,7 @@ class ClusterPool:
         for future in self._futures:
             future.cancel()
         self._futures = []
-        self._starts.clear()  # a queued start of the next cube went too: its run starts anew
+        self._queued.clear()  # the next cube's queued tasks went too: its run starts anew
 
 
 def _owners(weights, groups, threads) -> np.ndarray:
@@ -729,8 +757,14 @@ def predict_start_task(ref: CubeRef, model_path: str, options: tuple, rows: slic
     return {"settings": checker.settings()}
 
 
-def predict_block_task(ref: CubeRef, model_path: str, options: tuple, rows: slice, settings) -> dict:
-    """Task: one block of rows predicted (and checked, given the cube's evidence ``settings``).
+def predict_block_task(ref: CubeRef, model_path: str, options: tuple, rows: slice, start) -> dict:
+    """Task: one block of rows predicted (and checked, given its cube's evidence ``start``).
+
+    Parameters
+    ----------
+    start : dict or None
+        What :func:`predict_start_task` found on the cube's first block (dask hands the result
+        of that task here); None: no evidence check.
 
     Returns
     -------
@@ -743,12 +777,42 @@ def predict_block_task(ref: CubeRef, model_path: str, options: tuple, rows: slic
     grid = _block_on_grid(ref, predictor, rows)
     raw = predictor.predict_counts(grid)
     out = {"raw": raw, "any_counts": bool(np.isfinite(raw["present"]).any())}
+    settings = None if start is None else start.get("settings")
     if settings is not None:
         try:
             out["checked"] = _checker(ref, predictor, settings).check_block(grid, raw)
         except Exception as exc:  # noqa: BLE001 - as EvidenceChecker.check
             out["failed"] = str(exc)
     return out
+
+
+@dataclasses.dataclass
+class _CubeTasks:
+    """The tasks of one cube's prediction: its evidence start (None without the check) and its
+    blocks (dask future -> rows)."""
+
+    start: object
+    blocks: dict
+
+
+def _cube_key(ref: CubeRef, model_path: str, options: tuple, blocks, check: bool) -> tuple:
+    return ref, model_path, options, tuple((b.start, b.stop) for b in blocks), check
+
+
+def _submit_cube(pool: ClusterPool, ref: CubeRef, model_path: str, options: tuple, blocks,
+                 check: bool) -> _CubeTasks:
+    """Submit a cube's evidence start and its blocks at once; each block runs as soon as a
+    worker is free and the start is done (the start's result goes to it worker to worker).
+
+    The tasks of a cube submitted earlier go first: a campaign's next cube fills the time its
+    current one leaves a worker idle, not that of its own blocks.
+    """
+    priority = -next(pool._cubes)
+    start = None
+    if check:
+        start = pool.task(predict_start_task, ref, model_path, options, blocks[0], priority=priority)
+    return _CubeTasks(start, {pool.task(predict_block_task, ref, model_path, options, sl, start,
+                                        priority=priority): sl for sl in blocks})
 
 
 def predict_to_file_on(
@@ -785,11 +849,14 @@ def predict_to_file_on(
         Rows per task (default: those of the run in one process, which the evidence step needs
         to give the same maps; change it only without evidence).
     next_cube : str or Path, optional
-        The cube a campaign predicts next: its first block's evidence step is queued behind
-        this cube's blocks, so that a worker left idle by this cube's last blocks runs it.
+        The cube a campaign predicts next: its tasks are queued behind this cube's blocks, so
+        that workers go on with it while this cube's last blocks run and its file is written;
+        its own run takes them up.
     Others
         As :func:`~napari_xrf_pigments.model.predict.predict_to_file`.
     """
+    import distributed
+
     check_output_path(out, force=force)
     if not isinstance(cube, XRFCube):
         input_file = input_file or str(cube)
@@ -809,38 +876,42 @@ def predict_to_file_on(
     blocks = [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
     n_p = len(model.pigments)
     model_path = str(Path(model.path).resolve())
-    futures = {}
     try:
         with open_maps_writer(out, (rows, cols), force=force) as writer:
             maps, raw, checker = predictor.prepare_outputs(cube, step, evidence=evidence,
                                                           store=file_store(writer, model))
             yield Progress(0, len(blocks), f"predicting {cube.name} on the cluster")
-            # Every worker loads the model now, side by side, not when its first block comes:
-            # the blocks wait for the evidence settings of the first one (one worker), and the
-            # others would then start loading TensorFlow only after that.
-            for address in pool.client.nthreads():
-                pool.submit(warm_predictor_task, model_path, options, worker=address)
-            settings = None
-            if raw is not None:
-                start = pool._starts.pop((ref.path, model_path, options, blocks[0].stop), None)
-                if start is None:
-                    start = pool.submit(predict_start_task, ref, model_path, options, blocks[0])
-                first = pool.result(start)
+            check = raw is not None
+            if (model_path, options) not in pool._warmed:
+                # Every worker loads the model now, side by side, not when its first block
+                # comes: the blocks wait for the evidence start (one worker), and the others
+                # would then start loading TensorFlow only after that.
+                pool._warmed.add((model_path, options))
+                for address in pool.client.nthreads():
+                    pool.submit(warm_predictor_task, model_path, options, worker=address)
+            key = _cube_key(ref, model_path, options, blocks, check)
+            tasks = pool._queued.pop(key, None)
+            for other in pool._queued.values():  # queued for a cube that did not come next
+                for future in [other.start, *other.blocks]:
+                    if future is not None:
+                        future.cancel()
+            pool._queued.clear()
+            if tasks is None:
+                tasks = _submit_cube(pool, ref, model_path, options, blocks, check)
+            if next_cube is not None:
+                _queue_cube(pool, next_cube, predictor, model_path, options, rows_per_block, check)
+            if tasks.start is not None:
+                first = pool.result(tasks.start)
                 if "failed" in first:
                     checker.fail(first["failed"])
                 else:
-                    settings = first["settings"]
-                    checker.adopt(settings)
-            futures = {pool.submit(predict_block_task, ref, model_path, options, sl, settings): sl
-                       for sl in blocks}
-            if raw is not None and next_cube is not None:
-                _queue_start(pool, next_cube, predictor, model_path, options, rows_per_block)
+                    checker.adopt(first["settings"])
             any_counts, failed, done = False, {}, 0
-            pending = set(futures)
+            pending = set(tasks.blocks)
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: futures[f].start):
-                    sl = futures[future]
+                finished, pending = distributed.wait(pending, return_when="FIRST_COMPLETED")
+                for future in sorted(finished, key=lambda f: tasks.blocks[f].start):
+                    sl = tasks.blocks[future]
                     result = pool.result(future)
                     n_rows = sl.stop - sl.start
                     any_counts = any_counts or result["any_counts"]
@@ -868,11 +939,11 @@ def predict_to_file_on(
     return Path(out)
 
 
-def _queue_start(pool: ClusterPool, cube, predictor, model_path: str, options: tuple,
-                 rows_per_block: int | None) -> None:
-    """Submit the evidence start task of ``cube``'s first block, for its own run to take up.
+def _queue_cube(pool: ClusterPool, cube, predictor, model_path: str, options: tuple,
+                rows_per_block: int | None, check: bool) -> None:
+    """Submit the tasks of a campaign's next cube, for its own run to take up.
 
-    Tasks run in the order they were submitted, so this one waits behind the blocks already
+    dask runs tasks in the order they were submitted, so these wait behind the blocks already
     queued. A cube that cannot be opened here is left to its own run to report.
     """
     try:
@@ -881,10 +952,9 @@ def _queue_start(pool: ClusterPool, cube, predictor, model_path: str, options: t
     except Exception:  # noqa: BLE001 - its own run reports it, with the campaign's wording
         return
     step = int(rows_per_block or predictor.rows_per_block(cube))
-    first = slice(0, min(step, cube.shape[0]))
-    key = (ref.path, model_path, options, first.stop)
-    if key not in pool._starts:
-        pool._starts[key] = pool.submit(predict_start_task, ref, model_path, options, first)
+    blocks = [slice(r, min(r + step, cube.shape[0])) for r in range(0, cube.shape[0], step)]
+    key = _cube_key(ref, model_path, options, blocks, check)
+    pool._queued[key] = _submit_cube(pool, ref, model_path, options, blocks, check)
 
 
 # -- fit ----------------------------------------------------------------------------------------

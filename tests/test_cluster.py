@@ -151,6 +151,14 @@ def test_a_campaign_queues_the_next_cubes_tasks_and_its_run_takes_them_up(pool, 
     run(cluster.predict_to_file_on(pool, cube, tmp_path / "c.h5", model, rows_per_block=4,
                                    next_cube=tmp_path / "missing.h5"))
     assert not pool._queued
+    # So is one without an energy calibration (its run refuses it): nothing runs for it.
+    from napari_xrf_pigments.cube import XRFCube
+
+    uncalibrated = write_cube(tmp_path / "uncalibrated.h5", XRFCube.from_array(np.ones((4, 4, 64))))
+    assert not open_cube(uncalibrated).energy.calibrated
+    run(cluster.predict_to_file_on(pool, cube, tmp_path / "c2.h5", model, rows_per_block=4,
+                                   next_cube=uncalibrated))
+    assert not pool._queued
     # A cube that fails cancels the pool's tasks, the queued ones among them: the next cube's
     # run must not take up cancelled tasks.
     run(cluster.predict_to_file_on(pool, cube, tmp_path / "d.h5", model, rows_per_block=4,
@@ -220,6 +228,29 @@ def test_a_worker_killed_mid_run_leaves_complete_identical_maps(pool, fit_cube_f
     assert victim not in pool.client.scheduler_info()["workers"]
     _same_maps(tmp_path / "here.h5", tmp_path / "there.h5")
     pool.client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+
+
+@pytest.mark.slow  # > 20 s: the nanny restarts the killed worker, which loads TensorFlow again
+def test_a_worker_killed_mid_prediction_leaves_complete_identical_maps(pool, mockup_file, tmp_path):
+    """The blocks take their cube's evidence start from a task: one lost with its worker is run
+    again, and so are the blocks."""
+    from napari_xrf_pigments.model.files import load_model
+
+    model = load_model(None)
+    cube = open_cube(mockup_file)
+    mine = run(model.predictor().predict_cube(cube, rows_per_block=2)).to_maps()
+    job = cluster.predict_to_file_on(pool, cube, tmp_path / "there.h5", model, rows_per_block=2)
+    next(job)
+    next(job)  # the start and a first block are done
+    victim = _busy_worker(pool.client)
+    pid = pool.client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)
+    there, root = read_maps(run(job))
+    assert victim not in pool.client.scheduler_info()["workers"]
+    assert root["evidence"] == "checked"
+    for name, (values, _) in mine.items():
+        np.testing.assert_array_equal(there[name][0], values, err_msg=name)
+    pool.client.wait_for_workers(2, timeout=60)
 
 
 @pytest.mark.slow  # > 20 s: the tiny model is trained first (once per session)

@@ -943,13 +943,16 @@ def _queue_cube(pool: ClusterPool, cube, predictor, model_path: str, options: tu
                 rows_per_block: int | None, check: bool) -> None:
     """Submit the tasks of a campaign's next cube, for its own run to take up.
 
-    dask runs tasks in the order they were submitted, so these wait behind the blocks already
-    queued. A cube that cannot be opened here is left to its own run to report.
+    They go at a lower priority (:func:`_submit_cube`), so they wait behind the blocks already
+    queued. A cube that cannot be opened here, or is not calibrated, is left to its own run to
+    report.
     """
     try:
         cube = open_cube(cube)
         ref = CubeRef.of(cube)
     except Exception:  # noqa: BLE001 - its own run reports it, with the campaign's wording
+        return
+    if not cube.energy.calibrated:  # refused by its own run
         return
     step = int(rows_per_block or predictor.rows_per_block(cube))
     blocks = [slice(r, min(r + step, cube.shape[0])) for r in range(0, cube.shape[0], step)]

@@ -795,6 +795,10 @@ class _CubeTasks:
     blocks: dict
 
 
+def _row_blocks(rows: int, step: int) -> list[slice]:
+    return [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
 def _cube_key(ref: CubeRef, model_path: str, options: tuple, blocks, check: bool) -> tuple:
     return ref, model_path, options, tuple((b.start, b.stop) for b in blocks), check
 
@@ -873,7 +877,7 @@ def predict_to_file_on(
     options = (("batch_size", predictor.batch_size), ("engine", engine))
     rows, cols, _ = cube.shape
     step = int(rows_per_block or predictor.rows_per_block(cube))
-    blocks = [slice(r, min(r + step, rows)) for r in range(0, rows, step)]
+    blocks = _row_blocks(rows, step)
     n_p = len(model.pigments)
     model_path = str(Path(model.path).resolve())
     try:
@@ -955,7 +959,7 @@ def _queue_cube(pool: ClusterPool, cube, predictor, model_path: str, options: tu
     if not cube.energy.calibrated:  # refused by its own run
         return
     step = int(rows_per_block or predictor.rows_per_block(cube))
-    blocks = [slice(r, min(r + step, cube.shape[0])) for r in range(0, cube.shape[0], step)]
+    blocks = _row_blocks(cube.shape[0], step)
     key = _cube_key(ref, model_path, options, blocks, check)
     pool._queued[key] = _submit_cube(pool, ref, model_path, options, blocks, check)
 

@@ -186,10 +186,14 @@ def probe_hdf5(path, timeout: float | None = None) -> str | None:
     except subprocess.TimeoutExpired:
         result = (f"the HDF5 file is damaged (reading its structure did not finish in {timeout:.0f} s; "
                   "the HDF5 library loops on it)")
+    _remember(key, result)
+    return result
+
+
+def _remember(key: tuple, verdict: str | None) -> None:
     if len(_probe_cache) > 256:
         _probe_cache.clear()
-    _probe_cache[key] = result
-    return result
+    _probe_cache[key] = verdict
 
 
 def _version(path: Path) -> tuple | None:
@@ -212,7 +216,7 @@ def trust_probe(version: tuple) -> None:
     """Take another process's finished probe of a file version (:func:`probed_version`) as
     this process's own: a cluster's workers need not start a child each for a cube the client
     has probed. A file changed since is another version, and is probed again."""
-    _probe_cache[tuple(version)] = None
+    _remember(tuple(version), None)
 
 
 def _child_h5probe(path: str) -> int:

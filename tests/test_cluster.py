@@ -101,16 +101,30 @@ def mockup_file(tmp_path_factory):
     return path
 
 
+def _recorded(keys, future):
+    keys.append(future.key)
+    return future
+
+
 @pytest.mark.slow  # a local dask cluster, TensorFlow in each worker
-def test_predict_with_evidence_on_a_local_cluster_equals_one_process(pool, mockup_file, tmp_path):
+def test_predict_with_evidence_on_a_local_cluster_equals_one_process(pool, mockup_file, tmp_path,
+                                                                     monkeypatch):
     """The shipped model: element evidence, tube guess, unexplained maps, block by block."""
+    import gc
+
     from napari_xrf_pigments.model.files import load_model
 
     model = load_model(None)
     cube = open_cube(mockup_file)
     here = run(model.predictor().predict_cube(cube, rows_per_block=4))  # 4 blocks
     assert here.evidence == "checked"
+    keys = []
+    task = pool.task
+    monkeypatch.setattr(pool, "task", lambda *a, **k: _recorded(keys, task(*a, **k)))
     out = run(cluster.predict_to_file_on(pool, cube, tmp_path / "there.h5", model, rows_per_block=4))
+    gc.collect()
+    # Once the file is written, nothing here holds its tasks: their results leave the workers.
+    assert len(keys) == 5 and not set(keys) & set(pool.client.futures)
     there, root = read_maps(out)
     mine = here.to_maps()
     assert list(there) == list(mine)

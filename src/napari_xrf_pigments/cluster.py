@@ -46,6 +46,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
@@ -375,6 +376,7 @@ class ClusterPool:
         self.executor = client.get_executor(pure=False)
         self._scattered: dict = {}
         self._futures: list = []
+        self._tasks = weakref.WeakSet()  # the dask futures of task(), while someone holds them
         self._holder: dict = {}  # chunk -> address of the worker that keeps its spectra
         self._queued: dict = {}  # a campaign's next cube: its key -> its _CubeTasks
         self._preloaded: set = set()  # model directories the workers were asked to load
@@ -441,7 +443,9 @@ class ClusterPool:
         this process. Of the tasks ready to run, those of higher ``priority`` go first.
         """
         future = self.client.submit(_call, fn, *args, pure=False, priority=priority)
-        self._futures.append(future)
+        # Weakly: a dask future held here would keep its result in a worker's memory after
+        # its cube is written (a block's maps, megabytes, for every cube of a campaign).
+        self._tasks.add(future)
         return future
 
     def preload_model(self, model=None) -> None:
@@ -536,7 +540,7 @@ class ClusterPool:
 
     def cancel(self) -> None:
         """Drop every task of this pool not finished yet (a job stopped from the client)."""
-        for future in self._futures:
+        for future in [*self._futures, *self._tasks]:
             future.cancel()
         self._futures = []
         self._queued.clear()  # the next cube's queued tasks went too: its run starts anew

@@ -448,6 +448,17 @@ class ClusterPool:
         self._tasks.add(future)
         return future
 
+    def take_queued(self, key):
+        """The tasks queued for a campaign's next cube (:func:`_queue_cube`) if ``key`` is that
+        cube's, else None; tasks queued for a cube that did not come next are cancelled."""
+        tasks = self._queued.pop(key, None)
+        for other in self._queued.values():
+            for future in [other.start, *other.blocks]:
+                if future is not None:
+                    future.cancel()
+        self._queued.clear()
+        return tasks
+
     def preload_model(self, model=None) -> None:
         """Start loading a model (a directory; default: the shipped model) on every worker now.
 
@@ -897,13 +908,7 @@ def predict_to_file_on(
                 pool._warmed.add((model_path, options))
                 for address in pool.client.nthreads():
                     pool.submit(warm_predictor_task, model_path, options, worker=address)
-            key = _cube_key(ref, model_path, options, blocks, check)
-            tasks = pool._queued.pop(key, None)
-            for other in pool._queued.values():  # queued for a cube that did not come next
-                for future in [other.start, *other.blocks]:
-                    if future is not None:
-                        future.cancel()
-            pool._queued.clear()
+            tasks = pool.take_queued(_cube_key(ref, model_path, options, blocks, check))
             if tasks is None:
                 tasks = _submit_cube(pool, ref, model_path, options, blocks, check)
             if next_cube is not None:
